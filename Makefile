@@ -1,0 +1,40 @@
+# Ticketing: the two commands are `make up` and `make test`.
+SHELL := /bin/bash
+STACK := scripts/stack.sh
+export CARGO_TERM_COLOR ?= auto
+# The private PostgreSQL cluster of scripts/stack.sh, which the tests create their databases in.
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:55432/postgres
+
+.PHONY: up down status test deps lint unit-and-integration clean-test-databases
+
+## up: the whole system on http://localhost:8080 (installs what is missing)
+up:
+	$(STACK) up
+
+## down: stop everything `make up` started
+down:
+	$(STACK) down
+
+status:
+	@$(STACK) status
+
+## test: format and lint checks, then every test (unit, HTTP, events, cross-service)
+test: deps lint unit-and-integration
+
+deps:
+	$(STACK) install
+	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	# The testcontainers path is for machines with a Docker engine; here it is only compiled.
+	cargo clippy -p common --features testcontainers --locked -- -D warnings
+
+unit-and-integration:
+	$(STACK) start-postgres
+	$(STACK) clean-test-databases
+	cargo nextest run --workspace --locked --profile ci
+
+clean-test-databases:
+	$(STACK) clean-test-databases

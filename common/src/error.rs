@@ -1,0 +1,159 @@
+//! The one error type of every service and the JSON error body of contract §1.
+//!
+//! Handlers return [`Result<T>`](crate::Result); whatever goes wrong becomes an
+//! [`Error`], and every [`Error`] answers with
+//! `{"errors": [{"message": "...", "field": "..."}]}`. Unexpected failures are
+//! logged with their full chain of causes and answered with a bare
+//! `Something went wrong`, so internals never reach the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One entry of the error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub message: String,
+    /// Present only for validation errors: the request field that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: &str) -> Self {
+        Self {
+            message: message.to_owned(),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+/// The body of every non-2xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One or more request fields failed validation (400, one entry per field).
+    #[error("validation failed: {0:?}")]
+    Validation(Vec<FieldError>),
+    /// A business rule was broken, or the body could not be read (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No valid session where one is required, or not the owner (401).
+    #[error("Not authorized")]
+    NotAuthorized,
+    /// Unknown route, or an id that does not exist or does not parse (404).
+    #[error("Not Found")]
+    NotFound,
+    /// The body is larger than the limit (413).
+    #[error("Request body is too large")]
+    PayloadTooLarge,
+    /// The body is not declared as JSON (415).
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// Anything unexpected (500); the cause is logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotAuthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The entries of the error body.
+    pub fn body(&self) -> ErrorBody {
+        let errors = match self {
+            Self::Validation(fields) => fields.clone(),
+            Self::Internal(_) => vec![message("Something went wrong")],
+            other => vec![message(&other.to_string())],
+        };
+        ErrorBody { errors }
+    }
+}
+
+fn message(text: &str) -> FieldError {
+    FieldError {
+        message: text.to_owned(),
+        field: None,
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(error).context("database query failed"))
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            // `{:#}` prints the whole chain of contexts on one line.
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+/// Whether a database error is the violation of the named unique constraint (or of
+/// any unique constraint when `constraint` is `None`).
+pub fn is_unique_violation(error: &sqlx::Error, constraint: Option<&str>) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() && (constraint.is_none() || db.constraint() == constraint)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let error = Error::Internal(anyhow::anyhow!("password=hunter2 leaked"));
+        let body = serde_json::to_string(&error.body()).unwrap();
+        assert_eq!(body, r#"{"errors":[{"message":"Something went wrong"}]}"#);
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn validation_errors_name_their_fields() {
+        let error = Error::Validation(vec![FieldError::new("email", "Email must be valid")]);
+        let body = serde_json::to_string(&error.body()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"errors":[{"message":"Email must be valid","field":"email"}]}"#
+        );
+    }
+
+    #[test]
+    fn business_errors_carry_their_message_without_field() {
+        let body = serde_json::to_value(Error::bad_request("Email in use").body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"errors": [{"message": "Email in use"}]})
+        );
+        assert_eq!(Error::NotFound.body().errors[0].message, "Not Found");
+        assert_eq!(
+            Error::NotAuthorized.body().errors[0].message,
+            "Not authorized"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The event bus (contract §7).
+//!
+//! - [`payloads`]: the six subjects and their payload types, shared by publisher and
+//!   consumers so that both sides agree at compile time;
+//! - [`stream`]: connecting to NATS and creating the `TICKETING` stream;
+//! - [`outbox`]: appending an event inside the caller's transaction, and the relay
+//!   that publishes committed events to JetStream;
+//! - [`consumer`]: durable pull consumers that handle each event exactly once in
+//!   effect.
+
+pub mod consumer;
+pub mod outbox;
+pub mod payloads;
+pub mod stream;
+
+pub use consumer::{Consumers, Handled, Listener};
+pub use outbox::{Relay, append};
+pub use payloads::*;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The subjects of the `TICKETING` stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    TicketCreated,
+    TicketUpdated,
+    OrderCreated,
+    OrderCancelled,
+    ExpirationComplete,
+    PaymentCreated,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 6] = [
+        Subject::TicketCreated,
+        Subject::TicketUpdated,
+        Subject::OrderCreated,
+        Subject::OrderCancelled,
+        Subject::ExpirationComplete,
+        Subject::PaymentCreated,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Subject::TicketCreated => "ticket.created",
+            Subject::TicketUpdated => "ticket.updated",
+            Subject::OrderCreated => "order.created",
+            Subject::OrderCancelled => "order.cancelled",
+            Subject::ExpirationComplete => "expiration.complete",
+            Subject::PaymentCreated => "payment.created",
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payload type and the subject it travels on.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const SUBJECT: Subject;
+}

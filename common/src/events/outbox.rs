@@ -1,0 +1,241 @@
+//! The transactional outbox and its relay (contract §7, guarantee 1).
+//!
+//! A service never publishes directly. It [`append`]s the event to its `outbox`
+//! table in the same transaction as the state change, so both commit or neither
+//! does. The [`Relay`] then publishes committed rows to JetStream in order, each with
+//! its event id as `Nats-Msg-Id`, and deletes them once JetStream has acknowledged
+//! them. It is woken by `LISTEN outbox` as soon as such a transaction commits, polls
+//! as a fallback, and retries with backoff while NATS is unreachable. A row that was
+//! published but whose deletion was lost is published again; JetStream's duplicate
+//! window and the consumers' processed-event ids make that harmless.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Event;
+use crate::db::Tx;
+
+const CHANNEL: &str = "outbox";
+/// Key of the advisory lock that lets only one relay of a service publish at a time,
+/// so that replicas never reorder each other's batches.
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78; // "outbox"
+const BATCH: usize = 256;
+
+/// Appends `event` to the outbox inside the caller's transaction and returns its id
+/// (the `Nats-Msg-Id` it will be published with).
+pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
+    let id = Uuid::new_v4();
+    let payload = serde_json::to_string(event).context("serialising an event")?;
+    sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::json)")
+        .bind(id)
+        .bind(E::SUBJECT.as_str())
+        .bind(payload)
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("appending {} to the outbox", E::SUBJECT))?;
+    Ok(id)
+}
+
+/// Publishes what the outbox holds.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    poll_interval: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    event_id: Uuid,
+    subject: String,
+    payload: String,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
+        Self {
+            pool,
+            jetstream,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Publishes until `stop` is cancelled, then flushes what is left (for up to
+    /// `flush_timeout`) before returning.
+    pub async fn run(self, stop: CancellationToken, flush_timeout: Duration) {
+        let mut listener = None;
+        let mut failures: u32 = 0;
+        loop {
+            // Listen before reading, so a commit in between still wakes us.
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let wait = match self.publish_pending().await {
+                Ok(count) => {
+                    failures = 0;
+                    if count == BATCH {
+                        continue; // more may be waiting
+                    }
+                    self.poll_interval
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        failures,
+                        "outbox relay: publishing failed; retrying"
+                    );
+                    backoff(failures)
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = notified(&mut listener), if failures == 0 => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.flush(flush_timeout).await;
+    }
+
+    /// Publishes everything committed so far, giving up after `timeout`.
+    pub async fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.publish_pending()).await {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if Instant::now() < deadline => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox flush: publishing failed; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+                }
+                _ => {
+                    tracing::warn!(
+                        "outbox not flushed before shutdown; the rest is published at the next start"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Publishes one batch of committed events in order and deletes those JetStream
+    /// acknowledged. Returns how many were published.
+    pub async fn publish_pending(&self) -> anyhow::Result<usize> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("outbox: starting a transaction")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("outbox: taking the relay lock")?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, event_id, subject, payload::text AS payload FROM outbox ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .context("outbox: reading pending events")?;
+        if rows.is_empty() {
+            metrics::gauge!("outbox_backlog").set(0.0);
+            return Ok(0);
+        }
+
+        // Send the whole batch, then wait for the acknowledgements in order: one round
+        // trip per batch rather than per event.
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let publish = PublishMessage::build()
+                .payload(Bytes::from(row.payload.clone()))
+                .message_id(row.event_id.to_string());
+            pending.push(
+                self.jetstream
+                    .send_publish(row.subject.clone(), publish)
+                    .await,
+            );
+        }
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for (row, ack) in rows.iter().zip(pending) {
+            let acknowledged = match ack {
+                Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
+                Err(error) => Err(error.into()),
+            };
+            match acknowledged {
+                Ok(()) => {
+                    metrics::counter!("events_published_total", "subject" => row.subject.clone())
+                        .increment(1);
+                    published.push(row.seq);
+                }
+                Err(error) => {
+                    failure =
+                        Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
+                    break;
+                }
+            }
+        }
+
+        if !published.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+                .bind(&published)
+                .execute(&mut *tx)
+                .await
+                .context("outbox: deleting published events")?;
+            tx.commit().await.context("outbox: committing")?;
+        }
+        let backlog = if rows.len() == BATCH {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0)
+        } else {
+            i64::try_from(rows.len() - published.len()).unwrap_or(0)
+        };
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("outbox_backlog").set(backlog as f64);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(published.len()),
+        }
+    }
+}
+
+/// Resolves on the next notification; never resolves while there is no listener (the
+/// poll timer then stands in for it).
+async fn notified(listener: &mut Option<PgListener>) {
+    if let Some(active) = listener {
+        match active.recv().await {
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "outbox relay: lost LISTEN connection; polling until it is back");
+                *listener = None;
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_millis(100 * 2_u64.pow(exponent)).min(Duration::from_secs(5))
+}

@@ -1,0 +1,203 @@
+//! Event payloads, field for field the JSON of the original service.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Event, Subject};
+use crate::money::Price;
+use crate::time::Timestamp;
+
+/// The status of an order, shared by orders (which owns it) and payments (which
+/// keeps a replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum OrderStatus {
+    /// Created; the ticket is reserved while the buyer pays.
+    #[serde(rename = "created")]
+    Created,
+    /// Cancelled by the buyer or expired; the ticket is free again.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// Waiting for the payment to complete.
+    #[serde(rename = "awaiting:payment")]
+    AwaitingPayment,
+    /// Paid.
+    #[serde(rename = "complete")]
+    Complete,
+}
+
+impl OrderStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Created => "created",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::AwaitingPayment => "awaiting:payment",
+            OrderStatus::Complete => "complete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Created,
+            Self::Cancelled,
+            Self::AwaitingPayment,
+            Self::Complete,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketCreated {
+    pub id: Uuid,
+    pub version: i64,
+    pub title: String,
+    pub price: Price,
+    pub user_id: Uuid,
+}
+
+impl Event for TicketCreated {
+    const SUBJECT: Subject = Subject::TicketCreated;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketUpdated {
+    pub id: Uuid,
+    pub version: i64,
+    pub title: String,
+    pub price: Price,
+    pub user_id: Uuid,
+    /// The order reserving the ticket; absent when it is not reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+}
+
+impl Event for TicketUpdated {
+    const SUBJECT: Subject = Subject::TicketUpdated;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub id: Uuid,
+    pub version: i64,
+    pub status: OrderStatus,
+    pub user_id: Uuid,
+    #[serde(with = "crate::time::iso")]
+    pub expires_at: Timestamp,
+    pub ticket: OrderCreatedTicket,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCreatedTicket {
+    pub id: Uuid,
+    pub price: Price,
+}
+
+impl Event for OrderCreated {
+    const SUBJECT: Subject = Subject::OrderCreated;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub id: Uuid,
+    pub version: i64,
+    pub ticket: TicketRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketRef {
+    pub id: Uuid,
+}
+
+impl Event for OrderCancelled {
+    const SUBJECT: Subject = Subject::OrderCancelled;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationComplete {
+    pub order_id: Uuid,
+}
+
+impl Event for ExpirationComplete {
+    const SUBJECT: Subject = Subject::ExpirationComplete;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCreated {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub stripe_id: String,
+}
+
+impl Event for PaymentCreated {
+    const SUBJECT: Subject = Subject::PaymentCreated;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_original_shapes() {
+        let id = Uuid::nil();
+        let price = Price::from_cents(1250).unwrap();
+        let updated = TicketUpdated {
+            id,
+            version: 1,
+            title: "t".into(),
+            price,
+            user_id: id,
+            order_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&updated).unwrap(),
+            json!({"id": id, "version": 1, "title": "t", "price": 12.5, "userId": id})
+        );
+        let at = crate::time::now();
+        let created = OrderCreated {
+            id,
+            version: 0,
+            status: OrderStatus::Created,
+            user_id: id,
+            expires_at: at,
+            ticket: OrderCreatedTicket { id, price },
+        };
+        assert_eq!(
+            serde_json::to_value(&created).unwrap(),
+            json!({"id": id, "version": 0, "status": "created", "userId": id,
+                   "expiresAt": crate::time::to_iso(&at), "ticket": {"id": id, "price": 12.5}})
+        );
+        let back: OrderCreated =
+            serde_json::from_value(serde_json::to_value(&created).unwrap()).unwrap();
+        assert_eq!(back, created);
+        assert_eq!(
+            serde_json::to_value(ExpirationComplete { order_id: id }).unwrap(),
+            json!({"orderId": id})
+        );
+        assert_eq!(
+            serde_json::to_value(PaymentCreated {
+                id,
+                order_id: id,
+                stripe_id: "ch_1".into()
+            })
+            .unwrap(),
+            json!({"id": id, "orderId": id, "stripeId": "ch_1"})
+        );
+        assert_eq!(
+            serde_json::to_value(OrderStatus::AwaitingPayment).unwrap(),
+            json!("awaiting:payment")
+        );
+        assert_eq!(
+            OrderStatus::parse("awaiting:payment"),
+            Some(OrderStatus::AwaitingPayment)
+        );
+    }
+}

