@@ -238,7 +238,8 @@ pub fn nats_server_binary() -> PathBuf {
 async fn wait_for_ports_file(dir: &Path) -> u16 {
     let read_port = || -> Option<u16> {
         let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
-        let ports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+        let ports: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
         ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
     };
     for _ in 0..200 {
@@ -247,7 +248,10 @@ async fn wait_for_ports_file(dir: &Path) -> u16 {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("nats-server did not start (see its log in {})", dir.display());
+    panic!(
+        "nats-server did not start (see its log in {})",
+        dir.display()
+    );
 }
 
 impl Drop for TestNats {
