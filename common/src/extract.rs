@@ -155,3 +155,28 @@ mod tests {
         assert!(!is_json(&HeaderMap::new()));
     }
 }
+
+/// The `{id}` segment of a path, checked only when the handler asks: for routes whose
+/// contract validates the body before looking the id up (`PUT /api/tickets/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UncheckedId(Option<Uuid>);
+
+impl UncheckedId {
+    /// The id, or 404 if it did not parse.
+    pub fn check(self) -> Result<Uuid, Error> {
+        self.0.ok_or(Error::NotFound)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for UncheckedId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            Id::from_request_parts(parts, state)
+                .await
+                .ok()
+                .map(|Id(id)| id),
+        ))
+    }
+}

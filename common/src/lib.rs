@@ -35,7 +35,7 @@ pub mod validate;
 pub mod testing;
 
 pub use error::{Error, ErrorBody, FieldError};
-pub use extract::{Id, Json};
+pub use extract::{Id, Json, UncheckedId};
 pub use session::{AuthUser, CurrentUser, SessionKeys, UserClaims};
 
 /// The result type of handlers and of everything they call.

@@ -75,6 +75,15 @@ fn decimal_to_cents(text: &str) -> Option<i64> {
     base.checked_mul(10_i64.checked_pow(u32::try_from(scale).ok()?)?)
 }
 
+/// Reading a stored amount of cents back; out-of-range values are an error.
+impl TryFrom<i64> for Price {
+    type Error = String;
+
+    fn try_from(cents: i64) -> Result<Self, Self::Error> {
+        Price::from_cents(cents).ok_or_else(|| format!("{cents} cents is not a valid price"))
+    }
+}
+
 impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (units, cents) = (self.0 / 100, self.0 % 100);

@@ -13,12 +13,15 @@ use anyhow::Context as _;
 use axum::Router;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{BusConfig, HttpConfig};
+use crate::events::stream::{self, Nats};
 use crate::events::{Consumers, Relay};
-use crate::telemetry;
+use crate::{db, telemetry};
 
 type Task = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
@@ -105,6 +108,50 @@ impl Service {
         self.pool.close().await;
         tracing::info!(service = self.name, "stopped");
         served
+    }
+}
+
+/// The connections of a service on the event bus, ready to serve.
+pub struct Backend {
+    pub pool: PgPool,
+    pub nats: Nats,
+}
+
+impl Backend {
+    /// Connects to the database and runs the bus and the service's migrations, then
+    /// connects to NATS and makes sure the stream exists.
+    pub async fn connect(
+        name: &str,
+        http: &HttpConfig,
+        bus: &BusConfig,
+        migrator: &Migrator,
+    ) -> anyhow::Result<Self> {
+        let pool = db::connect(http).await?;
+        db::migrate_bus(&pool).await?;
+        db::migrate(&pool, migrator).await?;
+        let nats = stream::connect(&bus.nats_url, name).await?;
+        Ok(Self { pool, nats })
+    }
+
+    /// What `/readyz` checks for this service.
+    pub fn readiness(&self) -> crate::http::Readiness {
+        crate::http::Readiness {
+            pool: self.pool.clone(),
+            nats: Some(self.nats.client.clone()),
+        }
+    }
+
+    /// A service on this backend, publishing its outbox and running `consumers`.
+    pub fn service(self, name: &'static str, router: Router, consumers: Consumers) -> Service {
+        let relay = Relay::new(self.pool.clone(), self.nats.jetstream.clone());
+        Service::new(name, router, self.pool)
+            .with_relay(relay)
+            .with_consumers(consumers)
+    }
+
+    /// The consumers of `service` on this backend.
+    pub fn consumers(&self, service: &str, bus: &BusConfig) -> Consumers {
+        Consumers::new(service, self.pool.clone(), self.nats.clone(), bus)
     }
 }
 

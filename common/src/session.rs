@@ -73,6 +73,11 @@ impl SessionKeys {
         }))
     }
 
+    /// Keys that only read sessions (every service but auth).
+    pub fn reader(jwt_key: &Secret, secure: bool) -> Self {
+        Self::new(jwt_key, Duration::ZERO, secure)
+    }
+
     /// Signs a token for this user, valid from now for the session lifetime.
     pub fn issue(&self, id: Uuid, email: &str) -> anyhow::Result<(String, UserClaims)> {
         let iat = chrono::Utc::now().timestamp();

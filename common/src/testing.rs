@@ -308,6 +308,52 @@ impl TestServer {
         assert!(ready, "{} never became ready", self.address);
     }
 
+    /// Sends a request with an optional session cookie and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> TestResponse {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        TestResponse::read(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> TestResponse {
+        self.call(reqwest::Method::GET, path, cookie, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        self.call(reqwest::Method::POST, path, cookie, Some(&body))
+            .await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        self.call(reqwest::Method::PUT, path, cookie, Some(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, cookie: Option<&str>) -> TestResponse {
+        self.call(reqwest::Method::DELETE, path, cookie, None).await
+    }
+
     /// Stops gracefully and returns what `run` returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -318,6 +364,63 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A response read whole: status, headers and the JSON body (`null` when empty).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl TestResponse {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.body
+    }
+
+    /// Asserts an error status and returns the entries of its error body.
+    #[track_caller]
+    pub fn errors(self, status: u16) -> Vec<serde_json::Value> {
+        let body = self.expect(status);
+        body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an error body: {body}"))
+            .clone()
+    }
+
+    /// Asserts an error with exactly one message (and no field).
+    #[track_caller]
+    pub fn assert_error(self, status: u16, message: &str) {
+        assert_eq!(
+            self.errors(status),
+            vec![serde_json::json!({ "message": message })]
+        );
     }
 }
 

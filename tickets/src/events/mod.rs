@@ -1,0 +1,7 @@
+//! Listeners: tickets learn of reservations from the orders service.
+
+mod order_cancelled;
+mod order_created;
+
+pub use order_cancelled::OrderCancelledListener;
+pub use order_created::OrderCreatedListener;

@@ -1,0 +1,29 @@
+use anyhow::Context;
+use common::db::Tx;
+use common::events::{Handled, Listener, OrderCancelled, append};
+
+use crate::ticket::Ticket;
+
+/// `order.cancelled`: the ticket is free again, but only if that order still holds
+/// it. A late cancellation of an older order must not free a ticket that a newer
+/// order has reserved since.
+pub struct OrderCancelledListener;
+
+impl Listener for OrderCancelledListener {
+    type Event = OrderCancelled;
+
+    async fn handle(&self, tx: &mut Tx, order: OrderCancelled) -> anyhow::Result<Handled> {
+        let ticket = Ticket::lock(tx, order.ticket.id).await?.with_context(|| {
+            format!(
+                "order {} names unknown ticket {}",
+                order.id, order.ticket.id
+            )
+        })?;
+        if ticket.order_id != Some(order.id) {
+            return Ok(Handled::Done);
+        }
+        let ticket = Ticket::set_order(tx, ticket.id, None).await?;
+        append(tx, &ticket.updated_event()).await?;
+        Ok(Handled::Done)
+    }
+}

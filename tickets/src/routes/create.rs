@@ -1,0 +1,32 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use common::events::append;
+use common::{AuthUser, Json, Result};
+
+use super::TicketInput;
+use crate::AppState;
+use crate::ticket::Ticket;
+
+/// Lists a ticket for sale; publishes `ticket.created`.
+#[utoipa::path(
+    post,
+    path = "/api/tickets",
+    request_body = TicketInput,
+    responses(
+        (status = 201, description = "Created (version 0)", body = Ticket),
+        (status = 400, description = "`Title is required` or `Price must be greater than 0`", body = common::ErrorBody),
+        (status = 401, description = "Not signed in", body = common::ErrorBody),
+    )
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Json(input): Json<TicketInput>,
+) -> Result<(StatusCode, Json<Ticket>)> {
+    let (title, price) = input.validate()?;
+    let mut tx = app.pool.begin().await?;
+    let ticket = Ticket::create(&mut tx, &title, price, user.id).await?;
+    append(&mut tx, &ticket.created_event()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(ticket)))
+}

@@ -1,0 +1,116 @@
+//! The ticket and its queries.
+
+use common::db::Tx;
+use common::events::{TicketCreated, TicketUpdated};
+use common::money::Price;
+use serde::Serialize;
+use sqlx::PgExecutor;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub id: Uuid,
+    pub title: String,
+    #[sqlx(rename = "price_cents", try_from = "i64")]
+    pub price: Price,
+    pub user_id: Uuid,
+    pub version: i64,
+    /// The order reserving the ticket; null when it is free.
+    pub order_id: Option<Uuid>,
+}
+
+const COLUMNS: &str = "id, title, price_cents, user_id, version, order_id";
+
+impl Ticket {
+    pub async fn create(
+        tx: &mut Tx,
+        title: &str,
+        price: Price,
+        user_id: Uuid,
+    ) -> sqlx::Result<Ticket> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+        )))
+        .bind(Uuid::new_v4())
+        .bind(title)
+        .bind(price.cents())
+        .bind(user_id)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tickets WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+
+    /// The ticket, locked until the transaction ends: changes to one ticket are
+    /// serialised, so each increments the version exactly once and none is lost.
+    pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+    }
+
+    /// Tickets that are not reserved, newest first.
+    pub async fn list_available(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Ticket>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tickets WHERE order_id IS NULL ORDER BY created_at DESC, id DESC"
+        )))
+        .fetch_all(db)
+        .await
+    }
+
+    /// Changes title and price; the version goes up by one.
+    pub async fn edit(tx: &mut Tx, id: Uuid, title: &str, price: Price) -> sqlx::Result<Ticket> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE tickets SET title = $2, price_cents = $3, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .bind(title)
+        .bind(price.cents())
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    /// Reserves (`Some(order)`) or frees (`None`) the ticket; the version goes up by one.
+    pub async fn set_order(tx: &mut Tx, id: Uuid, order_id: Option<Uuid>) -> sqlx::Result<Ticket> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE tickets SET order_id = $2, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .bind(order_id)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    pub fn created_event(&self) -> TicketCreated {
+        TicketCreated {
+            id: self.id,
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id,
+        }
+    }
+
+    pub fn updated_event(&self) -> TicketUpdated {
+        TicketUpdated {
+            id: self.id,
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id,
+            order_id: self.order_id,
+        }
+    }
+}

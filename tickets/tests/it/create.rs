@@ -1,0 +1,116 @@
+use common::events::{Subject, TicketCreated};
+use common::money::Price;
+use common::testing::{EventProbe, new_user_cookie};
+use serde_json::{Value, json};
+
+use crate::{Tickets, WAIT, id_of};
+
+#[tokio::test]
+async fn creating_requires_a_session() {
+    let tickets = Tickets::start().await;
+    let response = tickets
+        .server
+        .post("/api/tickets", None, json!({"title": "t", "price": 10}))
+        .await;
+    response.assert_error(401, "Not authorized");
+    let forged = "session=eyJqd3QiOiJub3BlIn0=";
+    tickets
+        .create(forged, "t", json!(10))
+        .await
+        .assert_error(401, "Not authorized");
+}
+
+#[tokio::test]
+async fn creating_validates_title_and_price() {
+    let tickets = Tickets::start().await;
+    let (cookie, _) = new_user_cookie();
+    let title_error = json!({"message": "Title is required", "field": "title"});
+    let price_error = json!({"message": "Price must be greater than 0", "field": "price"});
+    let post = |body: Value| {
+        let cookie = cookie.clone();
+        let server = &tickets.server;
+        async move { server.post("/api/tickets", Some(&cookie), body).await }
+    };
+
+    for title in [json!(""), json!("   "), json!(null), json!(5), json!(["a"])] {
+        assert_eq!(
+            post(json!({"title": title, "price": 10})).await.errors(400),
+            vec![title_error.clone()],
+            "{title}"
+        );
+    }
+    assert_eq!(
+        post(json!({"price": 10})).await.errors(400),
+        vec![title_error.clone()]
+    );
+    for price in [
+        json!(-10),
+        json!(0),
+        json!("0"),
+        json!(12.345),
+        json!("12.345"),
+        json!("abc"),
+        json!(""),
+        json!(null),
+        json!(true),
+        json!(1_000_000.01),
+        json!({"amount": 5}),
+        json!("1e400"),
+    ] {
+        assert_eq!(
+            post(json!({"title": "t", "price": price}))
+                .await
+                .errors(400),
+            vec![price_error.clone()],
+            "{price}"
+        );
+    }
+    assert_eq!(
+        post(json!({})).await.errors(400),
+        vec![title_error, price_error]
+    );
+}
+
+#[tokio::test]
+async fn creating_a_ticket_returns_it_and_publishes_ticket_created() {
+    let tickets = Tickets::start().await;
+    let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketCreated).await;
+    let (cookie, user_id) = new_user_cookie();
+
+    let ticket = tickets
+        .create(&cookie, "  Concert  ", json!("12.50"))
+        .await
+        .expect(201);
+    assert_eq!(ticket["title"], "Concert");
+    assert_eq!(ticket["price"], json!(12.5));
+    assert_eq!(ticket["version"], 0);
+    assert_eq!(ticket["userId"], json!(user_id));
+    assert_eq!(ticket["orderId"], Value::Null);
+    assert_eq!(tickets.ticket(&ticket["id"]).await, ticket);
+
+    let published = probe
+        .next::<TicketCreated>(WAIT)
+        .await
+        .expect("ticket.created");
+    assert_eq!(
+        published.event,
+        TicketCreated {
+            id: id_of(&ticket),
+            version: 0,
+            title: "Concert".into(),
+            price: Price::from_cents(1250).unwrap(),
+            user_id,
+        }
+    );
+
+    // Exact money: whole numbers and cents come back as they went in.
+    for (sent, shown) in [
+        (json!(20), json!(20)),
+        (json!(0.1), json!(0.1)),
+        (json!("999999.99"), json!(999999.99)),
+        (json!(1_000_000), json!(1_000_000)),
+    ] {
+        let ticket = tickets.create(&cookie, "t", sent.clone()).await.expect(201);
+        assert_eq!(ticket["price"], shown, "{sent}");
+    }
+}

@@ -1,0 +1,215 @@
+use std::time::Duration;
+
+use common::events::consumer::{Outcome, apply, durable};
+use common::events::stream;
+use common::events::{
+    OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef,
+    TicketUpdated,
+};
+use common::money::Price;
+use common::testing::{EventProbe, eventually, publish_raw};
+use futures::StreamExt;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{Tickets, WAIT, id_of, start_server};
+
+fn order_created(ticket: &Value, order_id: Uuid) -> OrderCreated {
+    OrderCreated {
+        id: order_id,
+        version: 0,
+        status: OrderStatus::Created,
+        user_id: Uuid::new_v4(),
+        expires_at: common::time::now(),
+        ticket: OrderCreatedTicket {
+            id: id_of(ticket),
+            price: Price::from_cents(2000).unwrap(),
+        },
+    }
+}
+
+fn order_cancelled(ticket: &Value, order_id: Uuid) -> OrderCancelled {
+    OrderCancelled {
+        id: order_id,
+        version: 1,
+        ticket: TicketRef { id: id_of(ticket) },
+    }
+}
+
+async fn wait_for_order_id(tickets: &Tickets, ticket: &Value, expected: Option<Uuid>) -> Value {
+    let expected = expected.map_or(Value::Null, |id| Value::String(id.to_string()));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let current = tickets.ticket(&ticket["id"]).await;
+        if current["orderId"] == expected {
+            return current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orderId never became {expected}: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reserves a ticket the way the orders service does: an `order.created` event.
+pub async fn reserve(tickets: &Tickets, ticket: &Value, order_id: Uuid) -> Value {
+    publish_raw(
+        &tickets.nats.url,
+        &Uuid::new_v4().to_string(),
+        &order_created(ticket, order_id),
+    )
+    .await;
+    wait_for_order_id(tickets, ticket, Some(order_id)).await
+}
+
+#[tokio::test]
+async fn order_created_reserves_and_order_cancelled_frees_the_ticket() {
+    let tickets = Tickets::start().await;
+    let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let order_id = Uuid::new_v4();
+
+    let reserved = reserve(&tickets, &ticket, order_id).await;
+    assert_eq!(reserved["version"], 1);
+    let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
+    assert_eq!((event.version, event.order_id), (1, Some(order_id)));
+
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-1",
+        &order_cancelled(&ticket, order_id),
+    )
+    .await;
+    let freed = wait_for_order_id(&tickets, &ticket, None).await;
+    assert_eq!(freed["version"], 2);
+    let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
+    assert_eq!((event.version, event.order_id), (2, None));
+}
+
+#[tokio::test]
+async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
+    let tickets = Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
+    // The newer order's reservation is applied before the older order's cancellation.
+    reserve(&tickets, &ticket, older).await;
+    reserve(&tickets, &ticket, newer).await;
+    publish_raw(
+        &tickets.nats.url,
+        "late-cancel",
+        &order_cancelled(&ticket, older),
+    )
+    .await;
+    // A later, unrelated event on the same subject shows the stale one was handled.
+    let (marker, _) = tickets.new_ticket().await;
+    reserve(&tickets, &marker, Uuid::new_v4()).await;
+    publish_raw(
+        &tickets.nats.url,
+        "marker-cancel",
+        &order_cancelled(&marker, Uuid::new_v4()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let current = tickets.ticket(&ticket["id"]).await;
+    assert_eq!(current["orderId"], Value::String(newer.to_string()));
+    assert_eq!(current["version"], 2);
+}
+
+#[tokio::test]
+async fn a_duplicated_order_created_reserves_once() {
+    let tickets = Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let order_id = Uuid::new_v4();
+    let event = order_created(&ticket, order_id);
+    let tickets_ref = &tickets;
+    // The same event under the same id, twice: JetStream drops the copy within its window;
+    // a copy under a new id (a republished event) is recognised by the listener.
+    publish_raw(&tickets_ref.nats.url, "same", &event).await;
+    publish_raw(&tickets_ref.nats.url, "same", &event).await;
+    publish_raw(&tickets_ref.nats.url, "republished", &event).await;
+    wait_for_order_id(&tickets, &ticket, Some(order_id)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tickets.ticket(&ticket["id"]).await["version"], 1);
+}
+
+/// The listener commits, then the process dies before acknowledging: the event is
+/// redelivered to the restarted service, which recognises it and changes nothing.
+#[tokio::test]
+async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
+    let mut tickets = Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    tickets
+        .server
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let order_id = Uuid::new_v4();
+    publish_raw(
+        &tickets.nats.url,
+        "crash-1",
+        &order_created(&ticket, order_id),
+    )
+    .await;
+    let nats = stream::connect(&tickets.nats.url, "crashing-instance")
+        .await
+        .unwrap();
+    let consumer = durable(
+        &nats,
+        tickets::SERVICE,
+        Subject::OrderCreated,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let message = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&tickets.database.url).await.unwrap();
+    let event: OrderCreated = serde_json::from_slice(&message.payload).unwrap();
+    let outcome = apply(
+        &pool,
+        &tickets::events::OrderCreatedListener,
+        "crash-1",
+        event,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    drop(message); // never acknowledged
+
+    let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
+    tickets.server = start_server(&tickets.database, &tickets.nats).await;
+    let settled = eventually(WAIT, || {
+        let mut consumer = consumer.clone();
+        async move {
+            consumer.info().await.is_ok_and(|info| {
+                info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.ack_floor.stream_sequence >= 2
+            })
+        }
+    })
+    .await;
+    assert!(settled, "the redelivery was acknowledged");
+    let current = tickets.ticket(&ticket["id"]).await;
+    assert_eq!(
+        (current["version"].as_i64(), current["orderId"].as_str()),
+        (Some(1), Some(order_id.to_string().as_str()))
+    );
+    // The one ticket.updated of the committed change, published by the restarted relay.
+    let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
+    assert_eq!(event.version, 1);
+    probe
+        .assert_quiet::<TicketUpdated>(Duration::from_millis(1500))
+        .await;
+}

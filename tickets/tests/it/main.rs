@@ -1,0 +1,81 @@
+//! Tickets against a real PostgreSQL and a private NATS server, in-process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
+
+mod create;
+mod listeners;
+mod read;
+mod update;
+
+use std::time::Duration;
+
+use common::config::{BusConfig, HttpConfig};
+use common::testing::{JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer, new_user_cookie};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Tickets {
+    pub server: TestServer,
+    pub nats: TestNats,
+    pub database: TestDatabase,
+}
+
+impl Tickets {
+    pub async fn start() -> Self {
+        let nats = TestNats::start().await;
+        let database = TestDatabase::create().await;
+        let server = start_server(&database, &nats).await;
+        Self {
+            server,
+            nats,
+            database,
+        }
+    }
+
+    pub async fn create(&self, cookie: &str, title: &str, price: Value) -> TestResponse {
+        self.server
+            .post(
+                "/api/tickets",
+                Some(cookie),
+                json!({"title": title, "price": price}),
+            )
+            .await
+    }
+
+    /// Creates a ticket as a new user; returns the ticket and that user's cookie.
+    pub async fn new_ticket(&self) -> (Value, String) {
+        let (cookie, _) = new_user_cookie();
+        let ticket = self.create(&cookie, "concert", json!(20)).await.expect(201);
+        (ticket, cookie)
+    }
+
+    pub async fn ticket(&self, id: &Value) -> Value {
+        self.server
+            .get(&format!("/api/tickets/{}", id.as_str().unwrap()), None)
+            .await
+            .expect(200)
+    }
+}
+
+pub fn config(database: &TestDatabase, nats: &TestNats) -> tickets::Config {
+    tickets::Config {
+        http: HttpConfig::new(&database.url, JWT_KEY),
+        bus: BusConfig {
+            ack_wait: Duration::from_secs(1),
+            ..BusConfig::new(&nats.url)
+        },
+    }
+}
+
+pub async fn start_server(database: &TestDatabase, nats: &TestNats) -> TestServer {
+    let config = config(database, nats);
+    let server =
+        TestServer::start(move |listener, shutdown| tickets::run(config, listener, shutdown)).await;
+    server.ready().await;
+    server
+}
+
+pub fn id_of(value: &Value) -> Uuid {
+    Uuid::parse_str(value["id"].as_str().unwrap()).unwrap()
+}
