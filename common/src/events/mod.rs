@@ -63,3 +63,38 @@ impl std::fmt::Display for Subject {
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const SUBJECT: Subject;
 }
+
+/// Where an incoming version stands against a replica's (contract §7, guarantee 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// Exactly one more than the replica's: apply it.
+    Next,
+    /// Older than or equal to the replica's (already applied): acknowledge and ignore.
+    Stale,
+    /// More than one ahead: an earlier version is still on its way; retry later.
+    Gap,
+}
+
+impl Sequence {
+    pub fn of(replica: i64, incoming: i64) -> Self {
+        match incoming.checked_sub(replica) {
+            Some(1) => Self::Next,
+            Some(d) if d <= 0 => Self::Stale,
+            _ => Self::Gap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sequence;
+
+    #[test]
+    fn only_the_next_version_applies() {
+        assert_eq!(Sequence::of(3, 4), Sequence::Next);
+        assert_eq!(Sequence::of(3, 3), Sequence::Stale);
+        assert_eq!(Sequence::of(3, 0), Sequence::Stale);
+        assert_eq!(Sequence::of(3, 5), Sequence::Gap);
+        assert_eq!(Sequence::of(i64::MIN, i64::MAX), Sequence::Gap);
+    }
+}

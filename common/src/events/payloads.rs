@@ -36,6 +36,11 @@ impl OrderStatus {
         }
     }
 
+    /// Created or awaiting payment: the order may still be paid for, cancelled or expire.
+    pub const fn is_pending(self) -> bool {
+        matches!(self, OrderStatus::Created | OrderStatus::AwaitingPayment)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         [
             Self::Created,
@@ -45,6 +50,15 @@ impl OrderStatus {
         ]
         .into_iter()
         .find(|status| status.as_str() == text)
+    }
+}
+
+/// Reading a stored status back.
+impl TryFrom<String> for OrderStatus {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text).ok_or_else(|| format!("unknown order status {text:?}"))
     }
 }
 

@@ -1,0 +1,23 @@
+use anyhow::Context;
+use common::db::Tx;
+use common::events::{ExpirationComplete, Handled, Listener};
+
+use crate::order::Order;
+
+/// `expiration.complete`: an order still waiting for payment is cancelled (version + 1,
+/// `order.cancelled`); a complete or cancelled one stays as it is.
+pub struct ExpirationCompleteListener;
+
+impl Listener for ExpirationCompleteListener {
+    type Event = ExpirationComplete;
+
+    async fn handle(&self, tx: &mut Tx, event: ExpirationComplete) -> anyhow::Result<Handled> {
+        let order = Order::lock(tx, event.order_id)
+            .await?
+            .with_context(|| format!("expiration of unknown order {}", event.order_id))?;
+        if order.status.is_pending() {
+            Order::cancel(tx, order.id).await?;
+        }
+        Ok(Handled::Done)
+    }
+}

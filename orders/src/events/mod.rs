@@ -1,0 +1,11 @@
+//! Listeners: the ticket replica, expiry and payment.
+
+mod expiration_complete;
+mod payment_created;
+mod ticket_created;
+mod ticket_updated;
+
+pub use expiration_complete::ExpirationCompleteListener;
+pub use payment_created::PaymentCreatedListener;
+pub use ticket_created::TicketCreatedListener;
+pub use ticket_updated::TicketUpdatedListener;

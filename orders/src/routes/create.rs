@@ -1,0 +1,45 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use common::events::append;
+use common::validate::{self, all, field};
+use common::{AuthUser, Error, Json, Result};
+
+use super::NewOrder;
+use crate::AppState;
+use crate::order::{Order, Ticket};
+
+/// Reserves a ticket for the caller until the order expires; publishes `order.created`.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    request_body = NewOrder,
+    responses(
+        (status = 201, description = "Ordered; the ticket is reserved until `expiresAt`", body = Order),
+        (status = 400, description = "`TicketId must be provided` or `Ticket is already reserved`", body = common::ErrorBody),
+        (status = 401, description = "Not signed in", body = common::ErrorBody),
+        (status = 404, description = "No such ticket", body = common::ErrorBody),
+    )
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Json(input): Json<NewOrder>,
+) -> Result<(StatusCode, Json<Order>)> {
+    let (ticket_id,) = all((field(
+        "ticketId",
+        validate::uuid(input.ticket_id.as_ref()),
+        "TicketId must be provided",
+    ),))?;
+
+    let mut tx = app.pool.begin().await?;
+    let ticket = Ticket::find(&mut *tx, ticket_id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let expires_at = common::time::now() + app.expiration_window;
+    let order = Order::reserve(&mut tx, user.id, &ticket, expires_at)
+        .await?
+        .ok_or_else(|| Error::bad_request("Ticket is already reserved"))?;
+    append(&mut tx, &order.created_event()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(order)))
+}
