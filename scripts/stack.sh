@@ -25,6 +25,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # Services of `make up`: name, port, database (empty: none), on the bus (1/0).
 SERVICES=(
   "auth 3001 auth 0"
+  "tickets 3002 tickets 1"
+  "orders 3003 orders 1"
 )
 
 log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
@@ -160,6 +162,11 @@ service_env() {
   echo "LOG_FORMAT=${LOG_FORMAT:-text}"
   [ -n "$db" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
   [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
+  # Settings a user may pass to `make up`, handed on unchanged.
+  local name_
+  for name_ in EXPIRATION_WINDOW_SECONDS STRIPE_KEY STRIPE_API_BASE SESSION_TTL_SECONDS; do
+    [ -n "${!name_:-}" ] && echo "$name_=${!name_}"
+  done
   return 0
 }
 

@@ -1,0 +1,4 @@
+//! Cross-service flows with every service running and a real NATS between them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod tickets_and_orders;
