@@ -138,8 +138,11 @@ impl HttpConfig {
 pub struct BusConfig {
     /// `NATS_URL` (required).
     pub nats_url: String,
-    /// `EVENT_MAX_DELIVERIES` (default 10): deliveries of one event before it is parked.
+    /// `EVENT_MAX_DELIVERIES` (default 50, about four minutes of retries): deliveries of
+    /// one event before it is parked.
     pub max_deliveries: i64,
+    /// `EVENT_CONCURRENCY` (default 8): events one consumer handles at the same time.
+    pub concurrency: usize,
     /// `EVENT_ACK_WAIT_SECONDS` (default 30): how long an unacknowledged delivery waits
     /// before JetStream redelivers it (e.g. after a crash).
     pub ack_wait: Duration,
@@ -149,7 +152,8 @@ impl BusConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             nats_url: required("NATS_URL")?,
-            max_deliveries: optional("EVENT_MAX_DELIVERIES", 10)?,
+            max_deliveries: optional("EVENT_MAX_DELIVERIES", 50)?,
+            concurrency: optional("EVENT_CONCURRENCY", 8)?,
             ack_wait: seconds("EVENT_ACK_WAIT_SECONDS", 30)?,
         })
     }
@@ -157,7 +161,8 @@ impl BusConfig {
     pub fn new(nats_url: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
-            max_deliveries: 10,
+            max_deliveries: 50,
+            concurrency: 8,
             ack_wait: Duration::from_secs(30),
         }
     }

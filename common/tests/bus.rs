@@ -488,8 +488,8 @@ async fn stopping_the_relay_flushes_what_is_committed() {
 #[test]
 fn redelivery_backs_off() {
     use common::events::consumer::redelivery_delay;
-    assert_eq!(redelivery_delay(1), Duration::from_millis(100));
-    assert_eq!(redelivery_delay(2), Duration::from_millis(200));
+    assert_eq!(redelivery_delay(1), Duration::from_millis(50));
+    assert_eq!(redelivery_delay(2), Duration::from_millis(100));
     assert_eq!(redelivery_delay(50), Duration::from_secs(5));
     assert_eq!(ExpirationComplete::SUBJECT, Subject::ExpirationComplete);
 }

@@ -32,7 +32,9 @@ async fn main() {
         .map(|n| {
             let (stack, seller) = (&stack, &seller);
             async move {
-                let ticket = stack.create_ticket(seller, &format!("t{n}"), json!(10)).await;
+                let ticket = stack
+                    .create_ticket(seller, &format!("t{n}"), json!(10))
+                    .await;
                 Uuid::parse_str(ticket["id"].as_str().unwrap()).unwrap()
             }
         })
@@ -43,7 +45,10 @@ async fn main() {
     let expected = i64::try_from(count).unwrap();
     wait_until(
         || async {
-            let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets").fetch_one(&stack.orders.pool).await.unwrap();
+            let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+                .fetch_one(&stack.orders.pool)
+                .await
+                .unwrap();
             (replicated == expected).then_some(())
         },
         "every ticket to be replicated",
@@ -66,7 +71,10 @@ async fn main() {
     .unwrap()
     .into_iter()
     .collect();
-    let mut delays_ms: Vec<f64> = ids.iter().map(|id| (replicated[id] - created[id]) * 1e3).collect();
+    let mut delays_ms: Vec<f64> = ids
+        .iter()
+        .map(|id| (replicated[id] - created[id]) * 1e3)
+        .collect();
     delays_ms.sort_by(f64::total_cmp);
     let at = |q: f64| {
         let rank = (q * delays_ms.len() as f64).ceil() as usize;

@@ -25,6 +25,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,6 +80,7 @@ struct Context {
     nats: Nats,
     max_deliveries: i64,
     ack_wait: Duration,
+    concurrency: usize,
 }
 
 impl Consumers {
@@ -90,6 +92,7 @@ impl Consumers {
                 nats,
                 max_deliveries: config.max_deliveries.max(1),
                 ack_wait: config.ack_wait,
+                concurrency: config.concurrency.max(1),
             }),
             runners: Vec::new(),
         }
@@ -155,7 +158,9 @@ async fn run<L: Listener>(context: Arc<Context>, listener: Arc<L>, stop: Cancell
     }
 }
 
-/// Consumes until `stop` (Ok) or until the subscription breaks (Err).
+/// Consumes until `stop` (Ok) or until the subscription breaks (Err), handling up to
+/// `concurrency` events at once. Events of one aggregate may then be handled out of
+/// order; row locks, processed ids and the version rule keep that correct.
 async fn consume<L: Listener>(
     context: &Context,
     listener: &L,
@@ -166,24 +171,28 @@ async fn consume<L: Listener>(
     // Small batches keep replicas of a service sharing the work evenly.
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(16)
+        .max_messages_per_batch(32)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
         .context("subscribing")?;
-    loop {
-        let next = tokio::select! {
+    let mut in_flight = FuturesUnordered::new();
+    let result = loop {
+        tokio::select! {
             biased;
-            () = stop.cancelled() => return Ok(()),
-            next = messages.next() => next,
-        };
-        match next {
-            Some(Ok(message)) => deliver(context, listener, message).await,
-            Some(Err(error)) => return Err(anyhow::Error::from(error).context("receiving")),
-            None => anyhow::bail!("the message stream ended"),
+            () = stop.cancelled() => break Ok(()),
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = messages.next(), if in_flight.len() < context.concurrency => match next {
+                Some(Ok(message)) => in_flight.push(deliver(context, listener, message)),
+                Some(Err(error)) => break Err(anyhow::Error::from(error).context("receiving")),
+                None => break Err(anyhow::anyhow!("the message stream ended")),
+            },
         }
-    }
+    };
+    // Finish what was started before returning (on stop or on a broken subscription).
+    while in_flight.next().await.is_some() {}
+    result
 }
 
 /// Handles one delivery end to end: apply, then acknowledge, retry later or park.
@@ -289,10 +298,10 @@ async fn retry_later(
     }
 }
 
-/// 100 ms after the first delivery, doubling up to 5 s.
+/// 50 ms after the first delivery, doubling up to 5 s.
 pub fn redelivery_delay(delivered: i64) -> Duration {
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    Duration::from_millis(100 * 2_u64.pow(exponent)).min(Duration::from_secs(5))
+    let exponent = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
+    Duration::from_millis(50 * 2_u64.pow(exponent)).min(Duration::from_secs(5))
 }
 
 /// Stores an event that cannot be handled and stops its redelivery. If it cannot be
