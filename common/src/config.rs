@@ -45,21 +45,14 @@ pub enum ConfigError {
 }
 
 fn read(name: &'static str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
 }
 
 fn parse<T: FromStr>(name: &'static str, raw: &str) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
-    raw.trim()
-        .parse()
-        .map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            problem: e.to_string(),
-        })
+    raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, problem: e.to_string() })
 }
 
 /// A variable that must be set and parse as `T`.
@@ -100,10 +93,6 @@ pub struct HttpConfig {
     pub database_url: Secret,
     /// `DATABASE_MAX_CONNECTIONS` (default 10).
     pub database_max_connections: u32,
-    /// `JWT_KEY` (required): the shared secret that signs sessions.
-    pub jwt_key: Secret,
-    /// `COOKIE_SECURE` (default true): mark the session cookie `Secure`.
-    pub cookie_secure: bool,
     /// `SHUTDOWN_GRACE_SECONDS` (default 20): how long a stop may take.
     pub shutdown_grace: Duration,
 }
@@ -114,23 +103,25 @@ impl HttpConfig {
             port: optional("PORT", 3000)?,
             database_url: required("DATABASE_URL")?,
             database_max_connections: optional("DATABASE_MAX_CONNECTIONS", 10)?,
-            jwt_key: required("JWT_KEY")?,
-            cookie_secure: optional("COOKIE_SECURE", true)?,
             shutdown_grace: seconds("SHUTDOWN_GRACE_SECONDS", 20)?,
         })
     }
 
-    /// Defaults for tests and tools; the URL and key must still be given.
-    pub fn new(database_url: &str, jwt_key: &str) -> Self {
+    /// Defaults for tests and tools; the database must still be given.
+    pub fn new(database_url: &str) -> Self {
         Self {
             port: 0,
             database_url: Secret::new(database_url),
             database_max_connections: 5,
-            jwt_key: Secret::new(jwt_key),
-            cookie_secure: false,
             shutdown_grace: Duration::from_secs(5),
         }
     }
+}
+
+/// `JWT_KEY` (required by every service that reads sessions): the shared secret that
+/// signs them.
+pub fn jwt_key() -> Result<Secret, ConfigError> {
+    required("JWT_KEY")
 }
 
 /// Settings of services on the event bus.
@@ -159,12 +150,7 @@ impl BusConfig {
     }
 
     pub fn new(nats_url: &str) -> Self {
-        Self {
-            nats_url: nats_url.to_owned(),
-            max_deliveries: 50,
-            concurrency: 8,
-            ack_wait: Duration::from_secs(30),
-        }
+        Self { nats_url: nats_url.to_owned(), max_deliveries: 50, concurrency: 8, ack_wait: Duration::from_secs(30) }
     }
 }
 
@@ -184,9 +170,6 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret([redacted])"
-        );
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
     }
 }

@@ -11,9 +11,8 @@ use crate::config::HttpConfig;
 
 /// Connects to the service's database, waiting up to 30 s for it to come up.
 pub async fn connect(config: &HttpConfig) -> anyhow::Result<PgPool> {
-    let options = PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5));
+    let options =
+        PgPoolOptions::new().max_connections(config.database_max_connections).acquire_timeout(Duration::from_secs(5));
     let url = config.database_url.expose();
     let mut attempt = 1;
     loop {
@@ -40,10 +39,7 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
 pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name("_bus_migrations");
-    migrator
-        .run(pool)
-        .await
-        .context("running event-bus migrations")
+    migrator.run(pool).await.context("running event-bus migrations")
 }
 
 /// A transaction on a pooled connection: what event handlers and the outbox work in.

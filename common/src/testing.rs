@@ -35,10 +35,7 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 
 /// The repository root (where `.stack/` lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// `TEST_DATABASE_URL` if set; else a PostgreSQL container (with the `testcontainers`
@@ -70,15 +67,8 @@ impl TestDatabase {
         let admin_url = admin_url().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
         let mut admin = connect_admin(&admin_url).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        Self {
-            url: with_database(&admin_url, &name),
-            admin_url,
-            name,
-        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+        Self { url: with_database(&admin_url, &name), admin_url, name }
     }
 }
 
@@ -106,18 +96,13 @@ impl Drop for TestDatabase {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs outside async context; use a private runtime on a plain thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let mut admin = PgConnection::connect(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .map(drop)
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await
+                    .map(drop)
             })
         })
         .join();
@@ -188,11 +173,7 @@ impl TestNats {
         }
         #[allow(unreachable_code)]
         {
-            let listen = if self.port == 0 {
-                "127.0.0.1:-1".to_owned()
-            } else {
-                format!("127.0.0.1:{}", self.port)
-            };
+            let listen = if self.port == 0 { "127.0.0.1:-1".to_owned() } else { format!("127.0.0.1:{}", self.port) };
             let config = self.dir.join("nats.conf");
             let ports_dir = self.dir.join("ports");
             let _ = std::fs::remove_dir_all(&ports_dir);
@@ -214,7 +195,9 @@ impl TestNats {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start nats-server ({e}); run `make test` or scripts/stack.sh install"));
+                .unwrap_or_else(|e| {
+                    panic!("cannot start nats-server ({e}); run `make test` or scripts/stack.sh install")
+                });
             self.process = Some(process);
             self.port = wait_for_ports_file(&ports_dir).await;
             self.url = format!("nats://127.0.0.1:{}", self.port);
@@ -228,18 +211,13 @@ pub fn nats_server_binary() -> PathBuf {
         return path.into();
     }
     let local = workspace_root().join(".stack/bin/nats-server");
-    if local.exists() {
-        local
-    } else {
-        "nats-server".into()
-    }
+    if local.exists() { local } else { "nats-server".into() }
 }
 
 async fn wait_for_ports_file(dir: &Path) -> u16 {
     let read_port = || -> Option<u16> {
         let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
-        let ports: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+        let ports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
         ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
     };
     for _ in 0..200 {
@@ -248,10 +226,7 @@ async fn wait_for_ports_file(dir: &Path) -> u16 {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!(
-        "nats-server did not start (see its log in {})",
-        dir.display()
-    );
+    panic!("nats-server did not start (see its log in {})", dir.display());
 }
 
 impl Drop for TestNats {
@@ -286,10 +261,7 @@ impl TestServer {
         let handle = tokio::spawn(run(listener, shutdown.clone()));
         Self {
             address,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             shutdown,
             handle: Some(handle),
         }
@@ -330,24 +302,12 @@ impl TestServer {
         self.call(reqwest::Method::GET, path, cookie, None).await
     }
 
-    pub async fn post(
-        &self,
-        path: &str,
-        cookie: Option<&str>,
-        body: serde_json::Value,
-    ) -> TestResponse {
-        self.call(reqwest::Method::POST, path, cookie, Some(&body))
-            .await
+    pub async fn post(&self, path: &str, cookie: Option<&str>, body: serde_json::Value) -> TestResponse {
+        self.call(reqwest::Method::POST, path, cookie, Some(&body)).await
     }
 
-    pub async fn put(
-        &self,
-        path: &str,
-        cookie: Option<&str>,
-        body: serde_json::Value,
-    ) -> TestResponse {
-        self.call(reqwest::Method::PUT, path, cookie, Some(&body))
-            .await
+    pub async fn put(&self, path: &str, cookie: Option<&str>, body: serde_json::Value) -> TestResponse {
+        self.call(reqwest::Method::PUT, path, cookie, Some(&body)).await
     }
 
     pub async fn delete(&self, path: &str, cookie: Option<&str>) -> TestResponse {
@@ -383,24 +343,15 @@ impl TestResponse {
         let body = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
         };
-        Self {
-            status,
-            headers,
-            body,
-        }
+        Self { status, headers, body }
     }
 
     /// Asserts the status and returns the body.
     #[track_caller]
     pub fn expect(self, status: u16) -> serde_json::Value {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
         self.body
     }
 
@@ -408,19 +359,13 @@ impl TestResponse {
     #[track_caller]
     pub fn errors(self, status: u16) -> Vec<serde_json::Value> {
         let body = self.expect(status);
-        body["errors"]
-            .as_array()
-            .unwrap_or_else(|| panic!("not an error body: {body}"))
-            .clone()
+        body["errors"].as_array().unwrap_or_else(|| panic!("not an error body: {body}")).clone()
     }
 
     /// Asserts an error with exactly one message (and no field).
     #[track_caller]
     pub fn assert_error(self, status: u16, message: &str) {
-        assert_eq!(
-            self.errors(status),
-            vec![serde_json::json!({ "message": message })]
-        );
+        assert_eq!(self.errors(status), vec![serde_json::json!({ "message": message })]);
     }
 }
 
@@ -478,26 +423,20 @@ impl EventProbe {
     /// The next event, or `None` if none comes within `timeout`.
     pub async fn next<E: Event>(&mut self, timeout: Duration) -> Option<Observed<E>> {
         use futures::StreamExt;
-        let message = tokio::time::timeout(timeout, self.subscriber.next())
-            .await
-            .ok()??;
+        let message = tokio::time::timeout(timeout, self.subscriber.next()).await.ok()??;
         let id = message
             .headers
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        let event = serde_json::from_slice(&message.payload)
-            .unwrap_or_else(|e| panic!("bad {} payload: {e}", E::SUBJECT));
+        let event =
+            serde_json::from_slice(&message.payload).unwrap_or_else(|e| panic!("bad {} payload: {e}", E::SUBJECT));
         Some(Observed { id, event })
     }
 
     /// The first event matching `predicate` within `timeout`; panics if none does.
-    pub async fn wait_for<E: Event>(
-        &mut self,
-        timeout: Duration,
-        predicate: impl Fn(&E) -> bool,
-    ) -> Observed<E> {
+    pub async fn wait_for<E: Event>(&mut self, timeout: Duration, predicate: impl Fn(&E) -> bool) -> Observed<E> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -522,19 +461,10 @@ impl EventProbe {
 pub async fn publish_raw<E: Event>(nats_url: &str, id: &str, event: &E) {
     let client = async_nats::connect(nats_url).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
-    crate::events::stream::ensure_stream(&jetstream)
-        .await
-        .unwrap();
+    crate::events::stream::ensure_stream(&jetstream).await.unwrap();
     let payload = serde_json::to_vec(event).unwrap();
-    let publish = async_nats::jetstream::message::PublishMessage::build()
-        .payload(payload.into())
-        .message_id(id);
-    jetstream
-        .send_publish(E::SUBJECT.as_str(), publish)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let publish = async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(id);
+    jetstream.send_publish(E::SUBJECT.as_str(), publish).await.unwrap().await.unwrap();
 }
 
 #[cfg(feature = "testcontainers")]
@@ -555,21 +485,13 @@ pub mod containers {
             .get_or_init(|| async {
                 let container = GenericImage::new("postgres", "16-alpine")
                     .with_exposed_port(ContainerPort::Tcp(5432))
-                    .with_wait_for(WaitFor::message_on_stderr(
-                        "database system is ready to accept connections",
-                    ))
+                    .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
                     .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
                     .start()
                     .await
                     .expect("starting a PostgreSQL container");
-                let port = container
-                    .get_host_port_ipv4(5432)
-                    .await
-                    .expect("PostgreSQL port");
-                (
-                    container,
-                    format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-                )
+                let port = container.get_host_port_ipv4(5432).await.expect("PostgreSQL port");
+                (container, format!("postgres://postgres@127.0.0.1:{port}/postgres"))
             })
             .await;
         url.clone()

@@ -32,9 +32,7 @@ async fn main() {
         .map(|n| {
             let (stack, seller) = (&stack, &seller);
             async move {
-                let ticket = stack
-                    .create_ticket(seller, &format!("t{n}"), json!(10))
-                    .await;
+                let ticket = stack.create_ticket(seller, &format!("t{n}"), json!(10)).await;
                 Uuid::parse_str(ticket["id"].as_str().unwrap()).unwrap()
             }
         })
@@ -45,36 +43,29 @@ async fn main() {
     let expected = i64::try_from(count).unwrap();
     wait_until(
         || async {
-            let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-                .fetch_one(&stack.orders.pool)
-                .await
-                .unwrap();
+            let replicated: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM tickets").fetch_one(&stack.orders.pool).await.unwrap();
             (replicated == expected).then_some(())
         },
         "every ticket to be replicated",
     )
     .await;
 
-    let created: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
-        "SELECT id, extract(epoch FROM created_at)::float8 FROM tickets",
-    )
-    .fetch_all(&stack.tickets.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
-    let replicated: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
-        "SELECT id, extract(epoch FROM replicated_at)::float8 FROM tickets",
-    )
-    .fetch_all(&stack.orders.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
-    let mut delays_ms: Vec<f64> = ids
-        .iter()
-        .map(|id| (replicated[id] - created[id]) * 1e3)
-        .collect();
+    let created: HashMap<Uuid, f64> =
+        sqlx::query_as::<_, (Uuid, f64)>("SELECT id, extract(epoch FROM created_at)::float8 FROM tickets")
+            .fetch_all(&stack.tickets.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let replicated: HashMap<Uuid, f64> =
+        sqlx::query_as::<_, (Uuid, f64)>("SELECT id, extract(epoch FROM replicated_at)::float8 FROM tickets")
+            .fetch_all(&stack.orders.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let mut delays_ms: Vec<f64> = ids.iter().map(|id| (replicated[id] - created[id]) * 1e3).collect();
     delays_ms.sort_by(f64::total_cmp);
     let at = |q: f64| {
         let rank = (q * delays_ms.len() as f64).ceil() as usize;

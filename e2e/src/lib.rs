@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig};
+use common::config::{BusConfig, HttpConfig, Secret};
 use common::testing::{JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -19,9 +19,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            expiration_window: Duration::from_secs(900),
-        }
+        Self { expiration_window: Duration::from_secs(900) }
     }
 }
 
@@ -40,10 +38,7 @@ pub struct Stack {
 }
 
 fn bus(nats: &TestNats) -> BusConfig {
-    BusConfig {
-        ack_wait: Duration::from_secs(2),
-        ..BusConfig::new(&nats.url)
-    }
+    BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) }
 }
 
 async fn start<F, Fut>(run: F) -> Running
@@ -52,62 +47,31 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let database = TestDatabase::create().await;
-    let http = HttpConfig::new(&database.url, JWT_KEY);
+    let http = HttpConfig::new(&database.url);
     let server = TestServer::start(|listener, shutdown| run(http, listener, shutdown)).await;
     server.ready().await;
     let pool = PgPool::connect(&database.url).await.unwrap();
-    Running {
-        server,
-        database,
-        pool,
-    }
+    Running { server, database, pool }
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
         let nats = TestNats::start().await;
+        let jwt_key = Secret::new(JWT_KEY);
         let auth = start(|http, l, s| {
-            auth::run(
-                auth::Config {
-                    http,
-                    session_ttl: Duration::from_secs(3600),
-                },
-                l,
-                s,
-            )
+            let session_ttl = Duration::from_secs(3600);
+            auth::run(auth::Config { http, jwt_key: jwt_key.clone(), session_ttl, cookie_secure: false }, l, s)
         })
         .await;
-        let bus_config = bus(&nats);
-        let tickets = start(|http, l, s| {
-            tickets::run(
-                tickets::Config {
-                    http,
-                    bus: bus_config,
-                },
-                l,
-                s,
-            )
-        })
-        .await;
-        let bus_config = bus(&nats);
+        let tickets =
+            start(|http, l, s| tickets::run(tickets::Config { http, bus: bus(&nats), jwt_key: jwt_key.clone() }, l, s))
+                .await;
         let orders = start(|http, l, s| {
-            orders::run(
-                orders::Config {
-                    http,
-                    bus: bus_config,
-                    expiration_window: options.expiration_window,
-                },
-                l,
-                s,
-            )
+            let expiration_window = options.expiration_window;
+            orders::run(orders::Config { http, bus: bus(&nats), jwt_key: jwt_key.clone(), expiration_window }, l, s)
         })
         .await;
-        Self {
-            nats,
-            auth,
-            tickets,
-            orders,
-        }
+        Self { nats, auth, tickets, orders }
     }
 
     /// Signs up a new user; returns the session cookie.
@@ -128,11 +92,7 @@ impl Stack {
 
     pub async fn create_ticket(&self, cookie: &str, title: &str, price: Value) -> Value {
         let body = json!({"title": title, "price": price});
-        self.tickets
-            .server
-            .post("/api/tickets", Some(cookie), body)
-            .await
-            .expect(201)
+        self.tickets.server.post("/api/tickets", Some(cookie), body).await.expect(201)
     }
 
     pub async fn ticket(&self, id: &Value) -> Value {
@@ -141,14 +101,7 @@ impl Stack {
     }
 
     pub async fn order(&self, cookie: &str, ticket_id: &Value) -> TestResponse {
-        self.orders
-            .server
-            .post(
-                "/api/orders",
-                Some(cookie),
-                json!({ "ticketId": ticket_id }),
-            )
-            .await
+        self.orders.server.post("/api/orders", Some(cookie), json!({ "ticketId": ticket_id })).await
     }
 
     /// The orders service's replica of a ticket: (version, title, price in cents).
@@ -161,24 +114,12 @@ impl Stack {
             .unwrap()
     }
 
-    pub async fn wait_for_replica_version(
-        &self,
-        ticket_id: &Value,
-        version: i64,
-    ) -> (i64, String, i64) {
-        wait_until(
-            || async { self.replica(ticket_id).await.filter(|r| r.0 == version) },
-            "the replica version",
-        )
-        .await
+    pub async fn wait_for_replica_version(&self, ticket_id: &Value, version: i64) -> (i64, String, i64) {
+        wait_until(|| async { self.replica(ticket_id).await.filter(|r| r.0 == version) }, "the replica version").await
     }
 
     pub async fn wait_for_ticket(&self, id: &Value, check: impl Fn(&Value) -> bool) -> Value {
-        wait_until(
-            || async { Some(self.ticket(id).await).filter(|t| check(t)) },
-            "the ticket state",
-        )
-        .await
+        wait_until(|| async { Some(self.ticket(id).await).filter(|t| check(t)) }, "the ticket state").await
     }
 }
 
@@ -193,10 +134,7 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use common::SessionKeys;
-use common::config::{self, BusConfig, ConfigError, HttpConfig};
+use common::config::{self, BusConfig, ConfigError, HttpConfig, Secret};
 use common::server::Backend;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -27,6 +27,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct Config {
     pub http: HttpConfig,
     pub bus: BusConfig,
+    /// `JWT_KEY`: verifies sessions.
+    pub jwt_key: Secret,
     /// `EXPIRATION_WINDOW_SECONDS` (default 900): how long a buyer has to pay.
     pub expiration_window: Duration,
 }
@@ -36,6 +38,7 @@ impl Config {
         Ok(Self {
             http: HttpConfig::from_env()?,
             bus: BusConfig::from_env()?,
+            jwt_key: common::config::jwt_key()?,
             expiration_window: config::seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
         })
     }
@@ -55,15 +58,11 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let state = AppState {
         pool: backend.pool.clone(),
-        keys: SessionKeys::reader(&config.http.jwt_key, config.http.cookie_secure),
+        keys: SessionKeys::reader(&config.jwt_key),
         expiration_window: chrono::TimeDelta::from_std(config.expiration_window)?,
     };
     let app = common::http::app(routes::router(state), backend.readiness());
@@ -73,8 +72,5 @@ pub async fn run(
         .listen(events::TicketUpdatedListener)
         .listen(events::ExpirationCompleteListener)
         .listen(events::PaymentCreatedListener);
-    backend
-        .service(SERVICE, app, consumers)
-        .run(listener, shutdown)
-        .await
+    backend.service(SERVICE, app, consumers).run(listener, shutdown).await
 }

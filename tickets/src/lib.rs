@@ -11,7 +11,7 @@ pub mod ticket;
 
 use axum::extract::FromRef;
 use common::SessionKeys;
-use common::config::{BusConfig, ConfigError, HttpConfig};
+use common::config::{BusConfig, ConfigError, HttpConfig, Secret};
 use common::server::Backend;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -25,14 +25,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct Config {
     pub http: HttpConfig,
     pub bus: BusConfig,
+    /// `JWT_KEY`: verifies sessions.
+    pub jwt_key: Secret,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env()?,
-            bus: BusConfig::from_env()?,
-        })
+        Ok(Self { http: HttpConfig::from_env()?, bus: BusConfig::from_env()?, jwt_key: common::config::jwt_key()? })
     }
 }
 
@@ -49,23 +48,13 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
-    let state = AppState {
-        pool: backend.pool.clone(),
-        keys: SessionKeys::reader(&config.http.jwt_key, config.http.cookie_secure),
-    };
+    let state = AppState { pool: backend.pool.clone(), keys: SessionKeys::reader(&config.jwt_key) };
     let app = common::http::app(routes::router(state), backend.readiness());
     let consumers = backend
         .consumers(SERVICE, &config.bus)
         .listen(events::OrderCreatedListener)
         .listen(events::OrderCancelledListener);
-    backend
-        .service(SERVICE, app, consumers)
-        .run(listener, shutdown)
-        .await
+    backend.service(SERVICE, app, consumers).run(listener, shutdown).await
 }

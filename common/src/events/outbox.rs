@@ -61,11 +61,7 @@ struct Row {
 
 impl Relay {
     pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
-        Self {
-            pool,
-            jetstream,
-            poll_interval: Duration::from_secs(1),
-        }
+        Self { pool, jetstream, poll_interval: Duration::from_secs(1) }
     }
 
     /// Publishes until `stop` is cancelled, then flushes what is left (for up to
@@ -88,11 +84,7 @@ impl Relay {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        failures,
-                        "outbox relay: publishing failed; retrying"
-                    );
+                    tracing::warn!(error = format!("{error:#}"), failures, "outbox relay: publishing failed; retrying");
                     backoff(failures)
                 }
             };
@@ -114,16 +106,11 @@ impl Relay {
                 Ok(Ok(0)) => return,
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) if Instant::now() < deadline => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "outbox flush: publishing failed; retrying"
-                    );
+                    tracing::warn!(error = format!("{error:#}"), "outbox flush: publishing failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200).min(left)).await;
                 }
                 _ => {
-                    tracing::warn!(
-                        "outbox not flushed before shutdown; the rest is published at the next start"
-                    );
+                    tracing::warn!("outbox not flushed before shutdown; the rest is published at the next start");
                     return;
                 }
             }
@@ -139,23 +126,18 @@ impl Relay {
     /// Publishes one batch of committed events in order and deletes those JetStream
     /// acknowledged. Returns how many were published.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("outbox: starting a transaction")?;
+        let mut tx = self.pool.begin().await.context("outbox: starting a transaction")?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
             .execute(&mut *tx)
             .await
             .context("outbox: taking the relay lock")?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, event_id, subject, payload::text AS payload FROM outbox ORDER BY seq LIMIT $1",
-        )
-        .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .context("outbox: reading pending events")?;
+        let rows: Vec<Row> =
+            sqlx::query_as("SELECT seq, event_id, subject, payload::text AS payload FROM outbox ORDER BY seq LIMIT $1")
+                .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .context("outbox: reading pending events")?;
         if rows.is_empty() {
             metrics::gauge!("outbox_backlog").set(0.0);
             return Ok(0);
@@ -165,14 +147,9 @@ impl Relay {
         // trip per batch rather than per event.
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
-            let publish = PublishMessage::build()
-                .payload(Bytes::from(row.payload.clone()))
-                .message_id(row.event_id.to_string());
-            pending.push(
-                self.jetstream
-                    .send_publish(row.subject.clone(), publish)
-                    .await,
-            );
+            let publish =
+                PublishMessage::build().payload(Bytes::from(row.payload.clone())).message_id(row.event_id.to_string());
+            pending.push(self.jetstream.send_publish(row.subject.clone(), publish).await);
         }
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
@@ -183,13 +160,11 @@ impl Relay {
             };
             match acknowledged {
                 Ok(()) => {
-                    metrics::counter!("events_published_total", "subject" => row.subject.clone())
-                        .increment(1);
+                    metrics::counter!("events_published_total", "subject" => row.subject.clone()).increment(1);
                     published.push(row.seq);
                 }
                 Err(error) => {
-                    failure =
-                        Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
+                    failure = Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
                     break;
                 }
             }
@@ -204,10 +179,7 @@ impl Relay {
             tx.commit().await.context("outbox: committing")?;
         }
         let backlog = if rows.len() == BATCH {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
-                .fetch_one(&self.pool)
-                .await
-                .unwrap_or(0)
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await.unwrap_or(0)
         } else {
             i64::try_from(rows.len() - published.len()).unwrap_or(0)
         };

@@ -9,11 +9,7 @@ async fn listing_shows_only_the_callers_orders_newest_first() {
     let orders = Orders::start().await;
     let (alice, _) = new_user_cookie();
     let (bob, _) = new_user_cookie();
-    orders
-        .server
-        .get("/api/orders", None)
-        .await
-        .assert_error(401, "Not authorized");
+    orders.server.get("/api/orders", None).await.assert_error(401, "Not authorized");
 
     let mut mine = Vec::new();
     for _ in 0..3 {
@@ -23,17 +19,8 @@ async fn listing_shows_only_the_callers_orders_newest_first() {
     let ticket = orders.ticket(100).await;
     orders.order(&bob, ticket.id).await.expect(201);
 
-    let listed = orders
-        .server
-        .get("/api/orders", Some(&alice))
-        .await
-        .expect(200);
-    let ids: Vec<&Value> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| &o["id"])
-        .collect();
+    let listed = orders.server.get("/api/orders", Some(&alice)).await.expect(200);
+    let ids: Vec<&Value> = listed.as_array().unwrap().iter().map(|o| &o["id"]).collect();
     assert_eq!(ids, [&mine[2]["id"], &mine[1]["id"], &mine[0]["id"]]);
     assert_eq!(listed[0]["ticket"]["title"], "concert");
 }
@@ -47,24 +34,8 @@ async fn showing_an_order_checks_session_existence_and_owner() {
     let order = orders.order(&alice, ticket.id).await.expect(201);
 
     assert_eq!(orders.show(&alice, &order).await, order);
-    orders
-        .server
-        .get(&path(&order), None)
-        .await
-        .assert_error(401, "Not authorized");
-    orders
-        .server
-        .get(&path(&order), Some(&bob))
-        .await
-        .assert_error(401, "Not authorized");
-    orders
-        .server
-        .get(&format!("/api/orders/{}", Uuid::new_v4()), Some(&alice))
-        .await
-        .assert_error(404, "Not Found");
-    orders
-        .server
-        .get("/api/orders/not-an-id", Some(&alice))
-        .await
-        .assert_error(404, "Not Found");
+    orders.server.get(&path(&order), None).await.assert_error(401, "Not authorized");
+    orders.server.get(&path(&order), Some(&bob)).await.assert_error(401, "Not authorized");
+    orders.server.get(&format!("/api/orders/{}", Uuid::new_v4()), Some(&alice)).await.assert_error(404, "Not Found");
+    orders.server.get("/api/orders/not-an-id", Some(&alice)).await.assert_error(404, "Not Found");
 }

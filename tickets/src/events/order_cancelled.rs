@@ -13,12 +13,9 @@ impl Listener for OrderCancelledListener {
     type Event = OrderCancelled;
 
     async fn handle(&self, tx: &mut Tx, order: OrderCancelled) -> anyhow::Result<Handled> {
-        let ticket = Ticket::lock(tx, order.ticket.id).await?.with_context(|| {
-            format!(
-                "order {} names unknown ticket {}",
-                order.id, order.ticket.id
-            )
-        })?;
+        let ticket = Ticket::lock(tx, order.ticket.id)
+            .await?
+            .with_context(|| format!("order {} names unknown ticket {}", order.id, order.ticket.id))?;
         if ticket.order_id != Some(order.id) {
             return Ok(Handled::Done);
         }

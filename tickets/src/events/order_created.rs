@@ -12,12 +12,9 @@ impl Listener for OrderCreatedListener {
     type Event = OrderCreated;
 
     async fn handle(&self, tx: &mut Tx, order: OrderCreated) -> anyhow::Result<Handled> {
-        let ticket = Ticket::lock(tx, order.ticket.id).await?.with_context(|| {
-            format!(
-                "order {} names unknown ticket {}",
-                order.id, order.ticket.id
-            )
-        })?;
+        let ticket = Ticket::lock(tx, order.ticket.id)
+            .await?
+            .with_context(|| format!("order {} names unknown ticket {}", order.id, order.ticket.id))?;
         if ticket.order_id == Some(order.id) {
             return Ok(Handled::Done);
         }
