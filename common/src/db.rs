@@ -44,3 +44,51 @@ pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
 
 /// A transaction on a pooled connection: what event handlers and the outbox work in.
 pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Wakes a background loop when a transaction that issued `NOTIFY <channel>` commits.
+///
+/// The connection is made lazily and remade after it drops; while it is down, waits
+/// simply last their full timeout, so callers keep working by polling.
+pub struct Notifications {
+    pool: PgPool,
+    channel: &'static str,
+    listener: Option<sqlx::postgres::PgListener>,
+}
+
+impl Notifications {
+    pub fn new(pool: PgPool, channel: &'static str) -> Self {
+        Self { pool, channel, listener: None }
+    }
+
+    /// Makes sure we are listening; call before reading the state a notification
+    /// announces, so that a commit in between still wakes the next [`Self::wait`].
+    pub async fn listen(&mut self) {
+        if self.listener.is_some() {
+            return;
+        }
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener.listen(self.channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match connected.await {
+            Ok(listener) => self.listener = Some(listener),
+            Err(error) => tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead"),
+        }
+    }
+
+    /// Returns at the next notification or after `timeout`, whichever comes first.
+    pub async fn wait(&mut self, timeout: Duration) {
+        let Some(listener) = self.listener.as_mut() else {
+            tokio::time::sleep(timeout).await;
+            return;
+        };
+        match tokio::time::timeout(timeout, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, channel = self.channel, "lost the LISTEN connection; polling until it is back");
+                self.listener = None;
+            }
+        }
+    }
+}

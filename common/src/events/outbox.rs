@@ -15,12 +15,11 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Event;
-use crate::db::Tx;
+use crate::db::{Notifications, Tx};
 
 const CHANNEL: &str = "outbox";
 /// Key of the advisory lock that lets only one relay of a service publish at a time,
@@ -67,31 +66,29 @@ impl Relay {
     /// Publishes until `stop` is cancelled, then flushes what is left (for up to
     /// `flush_timeout`) before returning.
     pub async fn run(self, stop: CancellationToken, flush_timeout: Duration) {
-        let mut listener = None;
+        let mut notifications = Notifications::new(self.pool.clone(), CHANNEL);
         let mut failures: u32 = 0;
-        loop {
-            // Listen before reading, so a commit in between still wakes us.
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
-            let wait = match self.publish_pending().await {
+        while !stop.is_cancelled() {
+            notifications.listen().await;
+            match self.publish_pending().await {
                 Ok(count) => {
                     failures = 0;
                     if count == BATCH {
                         continue; // more may be waiting
                     }
-                    self.poll_interval
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = notifications.wait(self.poll_interval) => {}
+                    }
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = format!("{error:#}"), failures, "outbox relay: publishing failed; retrying");
-                    backoff(failures)
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(backoff(failures)) => {}
+                    }
                 }
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = notified(&mut listener), if failures == 0 => {}
-                () = tokio::time::sleep(wait) => {}
             }
         }
         self.flush(flush_timeout).await;
@@ -115,12 +112,6 @@ impl Relay {
                 }
             }
         }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(CHANNEL).await.ok()?;
-        Some(listener)
     }
 
     /// Publishes one batch of committed events in order and deletes those JetStream
@@ -190,21 +181,6 @@ impl Relay {
             None => Ok(published.len()),
         }
     }
-}
-
-/// Resolves on the next notification; never resolves while there is no listener (the
-/// poll timer then stands in for it).
-async fn notified(listener: &mut Option<PgListener>) {
-    if let Some(active) = listener {
-        match active.recv().await {
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%error, "outbox relay: lost LISTEN connection; polling until it is back");
-                *listener = None;
-            }
-        }
-    }
-    std::future::pending::<()>().await;
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -1,0 +1,64 @@
+//! The schedule table.
+
+use std::time::Duration;
+
+use common::db::Tx;
+use common::events::{ExpirationComplete, append};
+use common::time::Timestamp;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Entries fired per transaction.
+pub const BATCH: usize = 200;
+
+/// Schedules an order's expiry; a second copy of the same order changes nothing.
+pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO schedules (order_id, expires_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING")
+        .bind(order_id)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// Fires up to [`BATCH`] due entries: claims them (skipping any another instance holds),
+/// marks them fired and appends `expiration.complete` for each, all in one
+/// transaction. Returns how many fired.
+pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let fired: Vec<(Uuid, f64)> = sqlx::query_as(
+        "WITH due AS (
+             SELECT order_id FROM schedules
+             WHERE fired_at IS NULL AND expires_at <= clock_timestamp()
+             ORDER BY expires_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE schedules AS s SET fired_at = clock_timestamp()
+         FROM due WHERE s.order_id = due.order_id
+         RETURNING s.order_id, extract(epoch FROM s.fired_at - s.expires_at)::float8",
+    )
+    .bind(i64::try_from(BATCH)?)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (order_id, _) in &fired {
+        append(&mut tx, &ExpirationComplete { order_id: *order_id }).await?;
+    }
+    tx.commit().await?;
+    for (_, lateness) in &fired {
+        metrics::histogram!("expiration_lateness_seconds").record(*lateness);
+    }
+    metrics::counter!("expirations_fired_total").increment(u64::try_from(fired.len())?);
+    Ok(fired.len())
+}
+
+/// How long until the next pending entry is due (zero if one is overdue), by the
+/// database's clock; `None` when nothing is pending.
+pub async fn next_due_in(pool: &PgPool) -> sqlx::Result<Option<Duration>> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM min(expires_at) - clock_timestamp())::float8 FROM schedules WHERE fired_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)))
+}

@@ -1,0 +1,41 @@
+//! The loop that fires due entries.
+
+use std::time::Duration;
+
+use common::db::Notifications;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::schedule::{self, BATCH};
+
+/// The longest sleep: a safety net should a notification be missed.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Fires due entries, then sleeps until the next one is due or a new entry arrives,
+/// until `stop` is cancelled.
+pub async fn run(pool: PgPool, stop: CancellationToken) {
+    let mut notifications = Notifications::new(pool.clone(), "schedules");
+    while !stop.is_cancelled() {
+        notifications.listen().await;
+        let sleep = match schedule::fire_due(&pool).await {
+            Ok(fired) if fired == BATCH => continue,
+            Ok(_) => match schedule::next_due_in(&pool).await {
+                // A millisecond of margin so we wake after, not just before, the due time.
+                Ok(Some(due_in)) => (due_in + Duration::from_millis(1)).min(MAX_SLEEP),
+                Ok(None) => MAX_SLEEP,
+                Err(error) => {
+                    tracing::warn!(%error, "scheduler: reading the next due time failed");
+                    Duration::from_secs(1)
+                }
+            },
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "scheduler: firing due entries failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = notifications.wait(sleep) => {}
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::events::{ExpirationComplete, Subject};
+use common::testing::{EventProbe, TestDatabase, TestNats, eventually};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{in_ms, order_expiring_at};
+
+/// The expiration binary as a real process.
+fn spawn(database: &TestDatabase, nats: &TestNats, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_expiration"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", &database.url)
+        .env("NATS_URL", &nats.url)
+        .env("EVENT_ACK_WAIT_SECONDS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn scheduled(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM schedules").fetch_one(pool).await.unwrap_or(0)
+}
+
+/// Contract §7.5 and the expiration issue: SIGKILL while orders are pending; what came
+/// due while it was down fires at once after the restart, the rest on time, and every
+/// order expires exactly once.
+#[tokio::test]
+async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
+    let nats = TestNats::start().await;
+    let database = TestDatabase::create().await;
+    let pool = PgPool::connect(&database.url).await.unwrap();
+    let mut probe = EventProbe::subscribe(&nats.url, Subject::ExpirationComplete).await;
+    let port = free_port();
+    let mut process = spawn(&database, &nats, port);
+
+    let mut due = HashMap::new();
+    for n in 0..40 {
+        // Half come due while the process is down, half after it is back.
+        let at = if n % 2 == 0 { in_ms(1500) } else { in_ms(5000) };
+        due.insert(order_expiring_at(&nats, at).await, at);
+    }
+    assert!(eventually(Duration::from_secs(20), || async { scheduled(&pool).await == 40 }).await, "all scheduled");
+    // More orders arrive just before the kill: some may be delivered but not yet acknowledged.
+    for _ in 0..10 {
+        let at = in_ms(2500);
+        due.insert(order_expiring_at(&nats, at).await, at);
+    }
+    process.kill().unwrap(); // SIGKILL
+    process.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the first batch comes due meanwhile
+
+    let mut restarted = spawn(&database, &nats, port);
+    let mut seen = HashMap::<Uuid, u32>::new();
+    while seen.len() < due.len() {
+        let fired = probe.next::<ExpirationComplete>(Duration::from_secs(20)).await.expect("every order expires");
+        let expires_at = due[&fired.event.order_id];
+        assert!(chrono::Utc::now() >= expires_at, "never before its time");
+        *seen.entry(fired.event.order_id).or_default() += 1;
+    }
+    probe.assert_quiet::<ExpirationComplete>(Duration::from_secs(2)).await;
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    assert!(seen.values().all(|&n| n == 1), "an order fired twice: {seen:?}");
+    let fired: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(fired, 50);
+}
+
+#[test]
+fn a_missing_nats_url_stops_the_service_naming_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_expiration"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "configuration error: environment variable NATS_URL is required but not set"
+    );
+}

@@ -1,0 +1,47 @@
+//! Expiration against a real PostgreSQL and NATS: in-process, and as a real process
+//! that is killed and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
+
+mod crash;
+mod schedule;
+
+use std::time::Duration;
+
+use common::config::{BusConfig, HttpConfig};
+use common::events::{OrderCreated, OrderCreatedTicket, OrderStatus};
+use common::money::Price;
+use common::testing::{TestDatabase, TestNats, TestServer, publish_raw};
+use common::time::Timestamp;
+use uuid::Uuid;
+
+pub fn config(database: &TestDatabase, nats: &TestNats) -> expiration::Config {
+    expiration::Config {
+        http: HttpConfig::new(&database.url),
+        bus: BusConfig { ack_wait: Duration::from_secs(1), ..BusConfig::new(&nats.url) },
+    }
+}
+
+pub async fn start(database: &TestDatabase, nats: &TestNats) -> TestServer {
+    let config = config(database, nats);
+    let server = TestServer::start(move |listener, shutdown| expiration::run(config, listener, shutdown)).await;
+    server.ready().await;
+    server
+}
+
+/// Publishes `order.created` for a new order expiring at `expires_at`; returns its id.
+pub async fn order_expiring_at(nats: &TestNats, expires_at: Timestamp) -> Uuid {
+    let order = OrderCreated {
+        id: Uuid::new_v4(),
+        version: 0,
+        status: OrderStatus::Created,
+        user_id: Uuid::new_v4(),
+        expires_at,
+        ticket: OrderCreatedTicket { id: Uuid::new_v4(), price: Price::from_cents(100).unwrap() },
+    };
+    publish_raw(&nats.url, &Uuid::new_v4().to_string(), &order).await;
+    order.id
+}
+
+pub fn in_ms(ms: i64) -> Timestamp {
+    common::time::now() + chrono::TimeDelta::milliseconds(ms)
+}
