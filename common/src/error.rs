@@ -52,6 +52,9 @@ pub enum Error {
     /// The body is not declared as JSON (415).
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// A service we depend on (the payment provider) failed or timed out (502).
+    #[error("{0}")]
+    BadGateway(String),
     /// Anything unexpected (500); the cause is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -69,6 +72,7 @@ impl Error {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

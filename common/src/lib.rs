@@ -38,5 +38,12 @@ pub use error::{Error, ErrorBody, FieldError};
 pub use extract::{Id, Json, UncheckedId};
 pub use session::{AuthUser, CurrentUser, SessionKeys, UserClaims};
 
+/// Installs `ring` as the process's TLS crypto provider (the one NATS already uses).
+/// HTTP clients are built without a default provider; call this before building one.
+pub fn install_tls_provider() {
+    // An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The result type of handlers and of everything they call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

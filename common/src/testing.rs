@@ -255,6 +255,7 @@ impl TestServer {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         crate::telemetry::init();
+        crate::install_tls_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

@@ -72,10 +72,8 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
     restarted.kill().unwrap();
     restarted.wait().unwrap();
     assert!(seen.values().all(|&n| n == 1), "an order fired twice: {seen:?}");
-    let fired: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let fired: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert_eq!(fired, 50);
 }
 

@@ -1,0 +1,7 @@
+//! Listeners: the order replica, and refunds for cancelled orders.
+
+mod order_cancelled;
+mod order_created;
+
+pub use order_cancelled::OrderCancelledListener;
+pub use order_created::OrderCreatedListener;

@@ -1,0 +1,29 @@
+use common::db::Tx;
+use common::events::{Handled, Listener, OrderCancelled, Sequence};
+
+use crate::model::Order;
+use crate::settle::Payments;
+
+/// `order.cancelled`: the replica's order is cancelled (in version order) and a
+/// charge it kept is refunded, under the order's lock and in the same transaction.
+pub struct OrderCancelledListener {
+    pub payments: Payments,
+}
+
+impl Listener for OrderCancelledListener {
+    type Event = OrderCancelled;
+
+    async fn handle(&self, tx: &mut Tx, event: OrderCancelled) -> anyhow::Result<Handled> {
+        let Some(order) = Order::lock(tx, event.id).await? else {
+            return Ok(Handled::NotYet("the order has not been replicated yet"));
+        };
+        match Sequence::of(order.version, event.version) {
+            Sequence::Stale => return Ok(Handled::Done),
+            Sequence::Gap => return Ok(Handled::NotYet("an earlier version has not arrived yet")),
+            Sequence::Next => {}
+        }
+        Order::mark_cancelled(tx, order.id, event.version).await?;
+        self.payments.refund_kept(tx, order.id).await?;
+        Ok(Handled::Done)
+    }
+}

@@ -1,0 +1,23 @@
+use common::db::Tx;
+use common::events::{Handled, Listener, OrderCreated};
+
+use crate::model::Order;
+
+/// `order.created`: a new order enters the replica.
+pub struct OrderCreatedListener;
+
+impl Listener for OrderCreatedListener {
+    type Event = OrderCreated;
+
+    async fn handle(&self, tx: &mut Tx, order: OrderCreated) -> anyhow::Result<Handled> {
+        let order = Order {
+            id: order.id,
+            user_id: order.user_id,
+            status: order.status,
+            price_cents: order.ticket.price.cents(),
+            version: order.version,
+        };
+        Order::insert(tx, &order).await?;
+        Ok(Handled::Done)
+    }
+}

@@ -1,0 +1,54 @@
+use std::time::Duration;
+
+use common::testing::eventually;
+use payments::settle::{Payments, Refusal, Settled};
+use payments::stripe::Stripe;
+
+use crate::{Buyer, Harness, WAIT, stripe_config};
+
+/// `order.cancelled` after a kept charge (payments' replica lagged behind orders):
+/// the charge is refunded.
+#[tokio::test]
+async fn a_cancelled_order_has_its_charge_refunded() {
+    let harness = Harness::start().await;
+    let buyer = Buyer::new();
+    let order = harness.order(&buyer, 1500).await;
+    harness.pay(&buyer, "tok_visa", order).await.expect(201);
+
+    harness.cancel(order).await;
+    let refunded = eventually(WAIT, || async { harness.charges(order).await[0].2.is_some() }).await;
+    assert!(refunded, "the charge got a refund id");
+    let refunds = harness.stripe.standin.refunds();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!((refunds[0].amount, &refunds[0].charge), (1500, harness.charges(order).await[0].1.as_ref().unwrap()));
+    assert_eq!(harness.order_status(order).await.as_deref(), Some("cancelled"));
+
+    // A redelivered or repeated cancellation refunds nothing more.
+    harness.cancel(order).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(harness.stripe.standin.refunds().len(), 1);
+}
+
+/// The order is cancelled while its charge is on its way to Stripe: when the charge
+/// comes back it is refunded, not kept.
+#[tokio::test]
+async fn a_charge_that_completes_after_the_cancellation_is_refunded() {
+    let harness = Harness::start().await;
+    let buyer = Buyer::new();
+    let order = harness.order(&buyer, 800).await;
+    let stripe = Stripe::new(&stripe_config(&harness.stripe.base(), Duration::from_secs(5))).unwrap();
+    let payments = Payments::new(harness.pool.clone(), stripe);
+
+    let charge = payments.begin(buyer.id, order, "tok_visa").await.unwrap();
+    harness.cancel(order).await;
+    harness.wait_for_order_status(order, "cancelled").await;
+    let settled = payments.settle(&charge).await.unwrap();
+    assert_eq!(settled, Settled::Refunded { reason: Refusal::Cancelled });
+
+    let charges = harness.charges(order).await;
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0].0, "completed");
+    assert!(charges[0].2.is_some(), "refund recorded");
+    assert_eq!(harness.stripe.standin.refunds().len(), 1);
+    assert!(harness.stripe.standin.charges()[0].refunded);
+}
