@@ -70,7 +70,7 @@ async fn charge_then_kill(harness: &Harness, buyer: &Buyer, order: uuid::Uuid, p
 #[tokio::test]
 async fn a_retry_after_a_crash_between_stripe_and_commit_does_not_charge_twice() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 4200).await;
     let mut probe = EventProbe::subscribe(&harness.nats.url, Subject::PaymentCreated).await;
     let port = free_port();
@@ -97,7 +97,7 @@ async fn a_retry_after_a_crash_between_stripe_and_commit_does_not_charge_twice()
 #[tokio::test]
 async fn the_reconciler_settles_a_charge_interrupted_by_a_crash() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 4200).await;
     let mut probe = EventProbe::subscribe(&harness.nats.url, Subject::PaymentCreated).await;
     let port = free_port();

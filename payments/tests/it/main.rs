@@ -72,7 +72,7 @@ pub struct Buyer {
 }
 
 impl Buyer {
-    pub fn new() -> Self {
+    pub fn random() -> Self {
         let id = Uuid::new_v4();
         Self { id, cookie: session_cookie(id, "buyer@test.io") }
     }

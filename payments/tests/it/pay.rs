@@ -10,7 +10,7 @@ use crate::{Buyer, Harness, WAIT};
 #[tokio::test]
 async fn paying_requires_a_session_a_token_and_an_order_id() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let body = json!({"token": "tok_visa", "orderId": Uuid::new_v4()});
     harness.server.post("/api/payments", None, body).await.assert_error(401, "Not authorized");
     let token_error = json!({"message": "Token is required", "field": "token"});
@@ -26,7 +26,7 @@ async fn paying_requires_a_session_a_token_and_an_order_id() {
 #[tokio::test]
 async fn paying_checks_the_order_exists_belongs_to_the_caller_and_is_not_cancelled() {
     let harness = Harness::start().await;
-    let (buyer, stranger) = (Buyer::new(), Buyer::new());
+    let (buyer, stranger) = (Buyer::random(), Buyer::random());
     harness.pay(&buyer, "tok_visa", Uuid::new_v4()).await.assert_error(404, "Not Found");
     let order = harness.order(&buyer, 1000).await;
     harness.pay(&stranger, "tok_visa", order).await.assert_error(401, "Not authorized");
@@ -40,7 +40,7 @@ async fn paying_checks_the_order_exists_belongs_to_the_caller_and_is_not_cancell
 async fn a_payment_charges_the_price_in_cents_once_and_publishes_payment_created() {
     let harness = Harness::start().await;
     let mut probe = EventProbe::subscribe(&harness.nats.url, Subject::PaymentCreated).await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 1250).await;
 
     let payment = harness.pay(&buyer, "tok_visa", order).await.expect(201);
@@ -67,7 +67,7 @@ async fn a_payment_charges_the_price_in_cents_once_and_publishes_payment_created
 #[tokio::test]
 async fn a_declined_card_is_recorded_failed_and_the_order_stays_payable() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 2000).await;
     harness.pay(&buyer, "tok_chargeDeclined", order).await.assert_error(400, "Your card was declined.");
     assert_eq!(harness.charges(order).await[0].0, "failed");
@@ -84,7 +84,7 @@ async fn a_declined_card_is_recorded_failed_and_the_order_stays_payable() {
 #[tokio::test]
 async fn an_unavailable_provider_is_a_clear_502_and_the_retry_charges_once() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 500).await;
     let unavailable = "The payment provider is unavailable; please try again";
 
@@ -105,7 +105,7 @@ async fn concurrent_identical_payments_charge_once() {
     let harness = Harness::start().await;
     let mut probe = EventProbe::subscribe(&harness.nats.url, Subject::PaymentCreated).await;
     for round in 0..5 {
-        let buyer = Buyer::new();
+        let buyer = Buyer::random();
         let order = harness.order(&buyer, 700).await;
         let responses = join_all((0..10).map(|_| harness.pay(&buyer, "tok_visa", order))).await;
         let mut ids = std::collections::HashSet::new();
@@ -130,7 +130,7 @@ async fn concurrent_identical_payments_charge_once() {
 async fn concurrent_payments_with_different_cards_keep_one_charge() {
     let harness = Harness::start().await;
     for _ in 0..5 {
-        let buyer = Buyer::new();
+        let buyer = Buyer::random();
         let order = harness.order(&buyer, 900).await;
         let (a, b) = tokio::join!(harness.pay(&buyer, "tok_visa", order), harness.pay(&buyer, "tok_mastercard", order));
         let created = [a.status, b.status].iter().filter(|&&s| s == 201).count();

@@ -11,7 +11,7 @@ use crate::{Buyer, Harness, WAIT, stripe_config};
 #[tokio::test]
 async fn a_cancelled_order_has_its_charge_refunded() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 1500).await;
     harness.pay(&buyer, "tok_visa", order).await.expect(201);
 
@@ -34,7 +34,7 @@ async fn a_cancelled_order_has_its_charge_refunded() {
 #[tokio::test]
 async fn a_charge_that_completes_after_the_cancellation_is_refunded() {
     let harness = Harness::start().await;
-    let buyer = Buyer::new();
+    let buyer = Buyer::random();
     let order = harness.order(&buyer, 800).await;
     let stripe = Stripe::new(&stripe_config(&harness.stripe.base(), Duration::from_secs(5))).unwrap();
     let payments = Payments::new(harness.pool.clone(), stripe);
