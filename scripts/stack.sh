@@ -22,12 +22,19 @@ INGRESS_PORT="${INGRESS_PORT:-8080}"
 NATS_VERSION="${NATS_VERSION:-2.15.1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-# Services of `make up`: name, port, database (empty: none), on the bus (1/0).
+# Services of `make up`: name, port, database (- for none), on the bus (1/0).
 SERVICES=(
   "auth 3001 auth 0"
   "tickets 3002 tickets 1"
   "orders 3003 orders 1"
+  "payments 3004 payments 1"
+  "expiration 3005 expiration 1"
 )
+# Without a real STRIPE_KEY, payments talks to the local Stripe stand-in.
+STANDIN_KEY="sk_test_local_standin"
+if [ -z "${STRIPE_KEY:-}" ]; then
+  SERVICES=("stripe-standin 12111 - 0" "${SERVICES[@]}")
+fi
 
 log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -160,7 +167,11 @@ service_env() {
   echo "COOKIE_SECURE=${COOKIE_SECURE:-false}"
   echo "RUST_LOG=${RUST_LOG:-info}"
   echo "LOG_FORMAT=${LOG_FORMAT:-text}"
-  [ -n "$db" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
+  [ "$db" != "-" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
+  if [ -z "${STRIPE_KEY:-}" ] && { [ "$name" = payments ] || [ "$name" = stripe-standin ]; }; then
+    echo "STRIPE_KEY=$STANDIN_KEY"
+    echo "STRIPE_API_BASE=http://127.0.0.1:12111"
+  fi
   [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
   # Settings a user may pass to `make up`, handed on unchanged.
   local name_
@@ -173,7 +184,7 @@ service_env() {
 start_service() {
   local name="$1" port="$2" db="$3" bus="$4"
   stop_process "$name"
-  [ -n "$db" ] && create_database "$db"
+  [ "$db" != "-" ] && create_database "$db"
   log "starting $name on 127.0.0.1:$port"
   (
     while IFS= read -r assignment; do export "${assignment?}"; done < <(service_env "$@")
@@ -267,8 +278,9 @@ up() {
 
 down() {
   stop_nginx
-  local entry name
-  for entry in "${SERVICES[@]}"; do read -r name _ <<<"$entry"; stop_process "$name"; done
+  local name
+  # Everything this script may have started, whichever settings it was started with.
+  for name in stripe-standin auth tickets orders payments expiration; do stop_process "$name"; done
   stop_process nats
   stop_postgres
   log "stopped"

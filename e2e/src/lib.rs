@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use common::config::{BusConfig, HttpConfig, Secret};
 use common::testing::{JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer};
+use payments::stripe::StripeConfig;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use stripe_standin::StandIn;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -35,7 +37,14 @@ pub struct Stack {
     pub auth: Running,
     pub tickets: Running,
     pub orders: Running,
+    pub expiration: Running,
+    pub payments: Running,
+    /// The Stripe stand-in payments talks to, and its server.
+    pub stripe: StandIn,
+    pub stripe_server: TestServer,
 }
+
+pub const STRIPE_KEY: &str = "sk_test_e2e";
 
 fn bus(nats: &TestNats) -> BusConfig {
     BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) }
@@ -71,7 +80,32 @@ impl Stack {
             orders::run(orders::Config { http, bus: bus(&nats), jwt_key: jwt_key.clone(), expiration_window }, l, s)
         })
         .await;
-        Self { nats, auth, tickets, orders }
+        let expiration = start(|http, l, s| expiration::run(expiration::Config { http, bus: bus(&nats) }, l, s)).await;
+        let stripe = StandIn::new(Some(STRIPE_KEY.into()));
+        let router = stripe.router();
+        let stripe_server = TestServer::start(|listener, shutdown| async move {
+            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+            Ok(())
+        })
+        .await;
+        let stripe_config = StripeConfig {
+            key: Secret::new(STRIPE_KEY),
+            api_base: stripe_server.url(""),
+            timeout: Duration::from_secs(10),
+            currency: "usd".into(),
+        };
+        let payments = start(|http, l, s| {
+            let config = payments::Config {
+                http,
+                bus: bus(&nats),
+                jwt_key: jwt_key.clone(),
+                stripe: stripe_config,
+                reconcile_after: Duration::from_secs(60),
+            };
+            payments::run(config, l, s)
+        })
+        .await;
+        Self { nats, auth, tickets, orders, expiration, payments, stripe, stripe_server }
     }
 
     /// Signs up a new user; returns the session cookie.
@@ -116,6 +150,29 @@ impl Stack {
 
     pub async fn wait_for_replica_version(&self, ticket_id: &Value, version: i64) -> (i64, String, i64) {
         wait_until(|| async { self.replica(ticket_id).await.filter(|r| r.0 == version) }, "the replica version").await
+    }
+
+    pub async fn order_status(&self, cookie: &str, order_id: &Value) -> String {
+        let path = format!("/api/orders/{}", order_id.as_str().unwrap());
+        self.orders.server.get(&path, Some(cookie)).await.expect(200)["status"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn wait_for_order_status(&self, cookie: &str, order_id: &Value, status: &str) {
+        wait_until(|| async { (self.order_status(cookie, order_id).await == status).then_some(()) }, status).await;
+    }
+
+    /// Pays for an order, waiting (as a client would, retrying) for the payments
+    /// service to have heard of it.
+    pub async fn pay(&self, cookie: &str, order_id: &Value, token: &str) -> TestResponse {
+        let body = json!({"token": token, "orderId": order_id});
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let response = self.payments.server.post("/api/payments", Some(cookie), body.clone()).await;
+            if response.status != 404 || tokio::time::Instant::now() > deadline {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn wait_for_ticket(&self, id: &Value, check: impl Fn(&Value) -> bool) -> Value {

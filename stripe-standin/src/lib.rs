@@ -99,6 +99,8 @@ impl StandIn {
         Router::new()
             .route("/v1/charges", post(charges))
             .route("/v1/refunds", post(refunds))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
             .route("/__control/charges", get(|State(s): State<StandIn>| async move { axum::Json(s.charges()) }))
             .route("/__control/refunds", get(|State(s): State<StandIn>| async move { axum::Json(s.refunds()) }))
             .route(

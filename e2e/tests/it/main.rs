@@ -1,4 +1,6 @@
 //! Cross-service flows with every service running and a real NATS between them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod purchase;
+mod race;
 mod tickets_and_orders;
