@@ -26,7 +26,7 @@ pub fn init() {
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
         // Failing here only means a subscriber is already installed (e.g. by a test harness).
         let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-            builder.json().flatten_event(true).with_current_span(true).try_init()
+            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
         } else {
             builder.with_target(false).try_init()
         };
@@ -72,9 +72,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let latency = started.elapsed();
     let status = response.status().as_u16();
 
-    span.in_scope(|| {
-        tracing::info!(status, latency_ms = latency.as_secs_f64() * 1e3, "handled");
-    });
+    let latency_ms = latency.as_secs_f64() * 1e3;
+    span.in_scope(|| tracing::info!(%method, %route, status, latency_ms, "handled"));
     let labels = [("method", method), ("route", route), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());

@@ -144,3 +144,11 @@ async fn concurrent_payments_with_different_cards_keep_one_charge() {
     let refunded = standin.charges().iter().filter(|c| c.refunded).count();
     assert_eq!(standin.charges().len() - refunded, 5, "exactly one kept charge per order at the provider");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_route() {
+    let harness = Harness::start().await;
+    let doc = harness.server.get("/api/payments/openapi.json", None).await.expect(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/api/payments"]["post"].is_object());
+}

@@ -3,6 +3,7 @@
 
 mod create;
 mod listeners;
+mod process;
 mod read;
 mod update;
 
