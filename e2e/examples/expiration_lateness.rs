@@ -51,7 +51,8 @@ async fn main() {
     let mut lateness_ms = Vec::new();
     let mut early = 0;
     while lateness_ms.len() < count {
-        let fired = probe.next::<ExpirationComplete>(Duration::from_secs(window + 30)).await.expect("every order expires");
+        let fired =
+            probe.next::<ExpirationComplete>(Duration::from_secs(window + 30)).await.expect("every order expires");
         let late = chrono::Utc::now() - expires_at[&fired.event.order_id];
         if late < chrono::TimeDelta::zero() {
             early += 1;

@@ -45,7 +45,9 @@ async fn the_openapi_document_describes_the_routes() {
     let orders = Orders::start().await;
     let doc = orders.server.get("/api/orders/openapi.json", None).await.expect(200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for (path, method) in [("/api/orders", "post"), ("/api/orders", "get"), ("/api/orders/{id}", "get"), ("/api/orders/{id}", "delete")] {
+    for (path, method) in
+        [("/api/orders", "post"), ("/api/orders", "get"), ("/api/orders/{id}", "get"), ("/api/orders/{id}", "delete")]
+    {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     assert!(doc["components"]["schemas"]["Order"].is_object());
