@@ -255,17 +255,11 @@ impl TestServer {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         crate::telemetry::init();
-        crate::install_tls_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(run(listener, shutdown.clone()));
-        Self {
-            address,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
-            shutdown,
-            handle: Some(handle),
-        }
+        Self { address, client: http_client(), shutdown, handle: Some(handle) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -371,6 +365,13 @@ impl TestResponse {
     pub fn assert_error(self, status: u16, message: &str) {
         assert_eq!(self.errors(status), vec![serde_json::json!({ "message": message })]);
     }
+}
+
+/// An HTTP client for tests (30 s timeout). Use it rather than `reqwest::Client::new()`:
+/// reqwest is built without a default TLS provider (see [`crate::install_tls_provider`]).
+pub fn http_client() -> reqwest::Client {
+    crate::install_tls_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// A `Cookie` header value carrying a session for this user, signed with [`JWT_KEY`].

@@ -32,7 +32,7 @@ fn free_port() -> u16 {
 }
 
 async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
+    let client = common::testing::http_client();
     let ready = eventually(WAIT, || async {
         client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
     })
@@ -41,7 +41,7 @@ async fn wait_ready(port: u16) {
 }
 
 async fn pay(port: u16, buyer: &Buyer, order: uuid::Uuid) -> reqwest::Result<reqwest::Response> {
-    reqwest::Client::new()
+    common::testing::http_client()
         .post(format!("http://127.0.0.1:{port}/api/payments"))
         .header("cookie", &buyer.cookie)
         .json(&json!({"token": "tok_visa", "orderId": order}))

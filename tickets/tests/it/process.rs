@@ -24,7 +24,7 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = common::testing::http_client();
     let url = format!("http://127.0.0.1:{port}");
     let ready = eventually(Duration::from_secs(20), || async {
         client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
