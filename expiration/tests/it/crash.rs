@@ -1,31 +1,23 @@
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, Subject};
-use common::testing::{EventProbe, TestDatabase, TestNats, eventually};
+use common::testing::{EventProbe, ServiceProcess, TestDatabase, TestNats, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{in_ms, order_expiring_at};
 
 /// The expiration binary as a real process.
-fn spawn(database: &TestDatabase, nats: &TestNats, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_expiration"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &database.url)
-        .env("NATS_URL", &nats.url)
-        .env("EVENT_ACK_WAIT_SECONDS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn spawn(database: &TestDatabase, nats: &TestNats) -> ServiceProcess {
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("NATS_URL", nats.url.as_str()),
+        ("EVENT_ACK_WAIT_SECONDS", "1"),
+        ("RUST_LOG", "warn"),
+    ];
+    ServiceProcess::start(env!("CARGO_BIN_EXE_expiration"), &env)
 }
 
 async fn scheduled(pool: &PgPool) -> i64 {
@@ -41,8 +33,7 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
     let database = TestDatabase::create().await;
     let pool = PgPool::connect(&database.url).await.unwrap();
     let mut probe = EventProbe::subscribe(&nats.url, Subject::ExpirationComplete).await;
-    let port = free_port();
-    let mut process = spawn(&database, &nats, port);
+    let mut process = spawn(&database, &nats);
 
     let mut due = HashMap::new();
     for n in 0..40 {
@@ -56,11 +47,10 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
         let at = in_ms(2500);
         due.insert(order_expiring_at(&nats, at).await, at);
     }
-    process.kill().unwrap(); // SIGKILL
-    process.wait().unwrap();
+    process.kill(); // SIGKILL
     tokio::time::sleep(Duration::from_secs(3)).await; // the first batch comes due meanwhile
 
-    let mut restarted = spawn(&database, &nats, port);
+    process.restart();
     let mut seen = HashMap::<Uuid, u32>::new();
     while seen.len() < due.len() {
         let fired = probe.next::<ExpirationComplete>(Duration::from_secs(20)).await.expect("every order expires");
@@ -69,8 +59,7 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
         *seen.entry(fired.event.order_id).or_default() += 1;
     }
     probe.assert_quiet::<ExpirationComplete>(Duration::from_secs(2)).await;
-    restarted.kill().unwrap();
-    restarted.wait().unwrap();
+    process.kill();
     assert!(seen.values().all(|&n| n == 1), "an order fired twice: {seen:?}");
     let fired: i64 =
         sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL").fetch_one(&pool).await.unwrap();

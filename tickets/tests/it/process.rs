@@ -1,8 +1,7 @@
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::events::{Subject, TicketCreated};
-use common::testing::{EventProbe, JWT_KEY, TestDatabase, TestNats, eventually, new_user_cookie};
+use common::testing::{EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie};
 use serde_json::json;
 
 /// Contract §8: on SIGTERM the service finishes what it was doing, flushes its outbox
@@ -11,32 +10,22 @@ use serde_json::json;
 async fn sigterm_flushes_the_outbox_and_exits_zero() {
     let nats = TestNats::start().await;
     let database = TestDatabase::create().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut process = Command::new(env!("CARGO_BIN_EXE_tickets"))
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &database.url)
-        .env("NATS_URL", &nats.url)
-        .env("JWT_KEY", JWT_KEY)
-        .env("SHUTDOWN_GRACE_SECONDS", "10")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("NATS_URL", nats.url.as_str()),
+        ("JWT_KEY", JWT_KEY),
+        ("SHUTDOWN_GRACE_SECONDS", "10"),
+        ("LOG_FORMAT", "json"),
+    ];
+    let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_tickets"), &env);
+    process.ready().await;
     let client = common::testing::http_client();
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = eventually(Duration::from_secs(20), || async {
-        client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready);
     let mut probe = EventProbe::subscribe(&nats.url, Subject::TicketCreated).await;
 
     let (cookie, _) = new_user_cookie();
     for n in 0..20 {
         let response = client
-            .post(format!("{url}/api/tickets"))
+            .post(process.url("/api/tickets"))
             .header("cookie", &cookie)
             .json(&json!({"title": format!("t{n}"), "price": 5}))
             .send()
@@ -45,18 +34,9 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
         assert_eq!(response.status(), 201);
     }
     let stopping = Instant::now();
-    Command::new("kill").args(["-TERM", &process.id().to_string()]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        let status = process.wait().unwrap();
-        let mut logs = String::new();
-        std::io::Read::read_to_string(process.stdout.as_mut().unwrap(), &mut logs).unwrap();
-        (status, logs)
-    })
-    .await
-    .unwrap();
-    let (status, logs) = status;
-    assert_eq!(status.code(), Some(0), "exit status");
+    assert_eq!(process.terminate().await, Some(0), "exit status");
     assert!(stopping.elapsed() < Duration::from_secs(10), "within the grace period");
+    let logs = process.logs();
 
     for _ in 0..20 {
         probe.next::<TicketCreated>(Duration::from_secs(5)).await.expect("every committed event was published");
