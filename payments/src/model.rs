@@ -149,6 +149,16 @@ impl Charge {
         .await
     }
 
+    /// Orders that are cancelled but still keep a charge (their refund failed).
+    pub async fn unrefunded_cancelled_orders(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT c.order_id FROM charges c JOIN orders o ON o.id = c.order_id
+             WHERE o.status = 'cancelled' AND c.status = 'completed' AND c.stripe_refund_id IS NULL LIMIT 100",
+        )
+        .fetch_all(db)
+        .await
+    }
+
     pub async fn mark_failed(tx: &mut Tx, id: Uuid, message: &str) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE charges SET status = 'failed', failure_message = $2, updated_at = clock_timestamp()

@@ -1,7 +1,11 @@
-//! Settles attempts that were interrupted between the Stripe call and the database
-//! (a crash, a lost connection). Stripe's idempotency returns what the interrupted
-//! call did, so the reconciler records it; if the order can no longer take the
-//! money, it is refunded.
+//! Repairs what an outage left behind, so that money always ends up following the
+//! orders' fate:
+//!
+//! - attempts interrupted between the Stripe call and the database (a crash, a lost
+//!   connection): Stripe's idempotency returns what the interrupted call did, and the
+//!   reconciler records it, refunding it if the order can no longer take the money;
+//! - cancelled orders that still keep a charge because Stripe could not be reached
+//!   when the cancellation arrived: refunded now.
 
 use std::time::Duration;
 
@@ -32,6 +36,16 @@ pub async fn run(payments: Payments, after: Duration, stop: CancellationToken) {
                 }
             }
             Err(error) => tracing::warn!(%error, "reconciler: reading unsettled charges failed"),
+        }
+        match Charge::unrefunded_cancelled_orders(payments.pool()).await {
+            Ok(orders) => {
+                for order_id in orders {
+                    if let Err(error) = payments.refund_cancelled(order_id).await {
+                        tracing::warn!(%order_id, %error, "could not refund a cancelled order's charge yet");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reconciler: reading cancelled orders failed"),
         }
     }
 }

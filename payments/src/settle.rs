@@ -188,6 +188,18 @@ impl Payments {
         Ok(())
     }
 
+    /// Refunds, under its lock, the kept charge of a cancelled order whose refund
+    /// failed before.
+    pub async fn refund_cancelled(&self, order_id: Uuid) -> Result<(), SettleError> {
+        let mut tx = self.pool.begin().await?;
+        let order = Order::lock(&mut tx, order_id).await?.context("the order is gone")?;
+        if order.status == OrderStatus::Cancelled {
+            self.refund_kept(&mut tx, order_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -80,6 +80,10 @@ impl Buyer {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::with_reconcile_after(Duration::from_secs(3600)).await
+    }
+
+    pub async fn with_reconcile_after(reconcile_after: Duration) -> Self {
         let stripe = Stripe::start().await;
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
@@ -88,7 +92,7 @@ impl Harness {
             bus: BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) },
             jwt_key: Secret::new(JWT_KEY),
             stripe: stripe_config(&stripe.base(), Duration::from_secs(1)),
-            reconcile_after: Duration::from_secs(3600),
+            reconcile_after,
         };
         let server = TestServer::start(move |listener, shutdown| payments::run(config, listener, shutdown)).await;
         server.ready().await;

@@ -52,3 +52,21 @@ async fn a_charge_that_completes_after_the_cancellation_is_refunded() {
     assert_eq!(harness.stripe.standin.refunds().len(), 1);
     assert!(harness.stripe.standin.charges()[0].refunded);
 }
+
+/// Stripe is down when the cancellation arrives: the order is still cancelled at once,
+/// and the refund follows as soon as Stripe answers again.
+#[tokio::test]
+async fn a_refund_that_fails_is_retried_by_the_reconciler() {
+    let harness = Harness::with_reconcile_after(Duration::from_secs(1)).await;
+    let buyer = Buyer::random();
+    let order = harness.order(&buyer, 1200).await;
+    harness.pay(&buyer, "tok_visa", order).await.expect(201);
+
+    harness.stripe.fault(stripe_standin::FaultMode::Fail, 3);
+    harness.cancel(order).await;
+    harness.wait_for_order_status(order, "cancelled").await;
+    let refunded = eventually(WAIT, || async { harness.charges(order).await[0].2.is_some() }).await;
+    assert!(refunded, "the reconciler refunded the charge");
+    assert_eq!(harness.stripe.standin.refunds().len(), 1);
+    assert!(harness.stripe.standin.charges()[0].refunded);
+}
