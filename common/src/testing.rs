@@ -484,6 +484,10 @@ where
 }
 
 /// Sees the events published on one subject from the moment it subscribes.
+///
+/// It is a plain NATS subscription, so it sees every publish, including a copy that
+/// JetStream discarded as a duplicate (a relay that published, then died before
+/// recording it, publishes again).
 pub struct EventProbe {
     subscriber: async_nats::Subscriber,
 }

@@ -51,16 +51,23 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
     tokio::time::sleep(Duration::from_secs(3)).await; // the first batch comes due meanwhile
 
     process.restart();
-    let mut seen = HashMap::<Uuid, u32>::new();
+    // Events are told apart by their id (Nats-Msg-Id): a relay that died between
+    // publishing and recording it publishes the same event again, which JetStream
+    // drops and this plain subscription still sees.
+    let mut seen = HashMap::<Uuid, std::collections::HashSet<String>>::new();
     while seen.len() < due.len() {
         let fired = probe.next::<ExpirationComplete>(Duration::from_secs(20)).await.expect("every order expires");
         let expires_at = due[&fired.event.order_id];
         assert!(chrono::Utc::now() >= expires_at, "never before its time");
-        *seen.entry(fired.event.order_id).or_default() += 1;
+        seen.entry(fired.event.order_id).or_default().insert(fired.id);
     }
-    probe.assert_quiet::<ExpirationComplete>(Duration::from_secs(2)).await;
+    // Nothing new afterwards (a late copy of an event already seen is allowed).
+    while let Some(late) = probe.next::<ExpirationComplete>(Duration::from_secs(2)).await {
+        let known = seen.get(&late.event.order_id).is_some_and(|ids| ids.contains(&late.id));
+        assert!(known, "a second expiry for {}", late.event.order_id);
+    }
     process.kill();
-    assert!(seen.values().all(|&n| n == 1), "an order fired twice: {seen:?}");
+    assert!(seen.values().all(|ids| ids.len() == 1), "an order fired twice: {seen:?}");
     let fired: i64 =
         sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert_eq!(fired, 50);

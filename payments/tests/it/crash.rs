@@ -74,6 +74,13 @@ async fn a_retry_after_a_crash_between_stripe_and_commit_does_not_charge_twice()
     process.ready().await;
     let response = pay(&process, &buyer.cookie, order).await.unwrap();
     assert_eq!(response.status(), 201);
+    // Let the relay finish (a kill between its publish and its commit would make it
+    // publish again: harmless, JetStream drops the copy, but the probe would see it).
+    let flushed = eventually(WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&harness.pool).await.unwrap() == 0
+    })
+    .await;
+    assert!(flushed);
     process.kill();
 
     assert_eq!(harness.stripe.standin.charges().len(), 1, "charged exactly once");
