@@ -3,7 +3,8 @@ SHELL := /bin/bash
 STACK := scripts/stack.sh
 export CARGO_TERM_COLOR ?= auto
 # The private PostgreSQL cluster of scripts/stack.sh, which the tests create their databases in.
-export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:55432/postgres
+export PG_PORT ?= 55432
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:$(PG_PORT)/postgres
 
 .PHONY: up down status test deps lint unit-and-integration clean-test-databases
 

@@ -56,6 +56,21 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Where the cluster lives: .stack/postgres, unless we run as root in a checkout the
+# `postgres` user cannot reach (under /root, say); then a folder of its own, named
+# after this checkout.
+pg_dir() {
+  mkdir -p "$STACK"
+  if [ "$(id -u)" -eq 0 ]; then
+    chmod 755 "$STACK"
+    if ! runuser -u postgres -- test -x "$STACK" 2>/dev/null; then
+      echo "/var/lib/postgresql/ticketing-$(printf %s "$ROOT" | md5sum | cut -c1-12)"
+      return
+    fi
+  fi
+  echo "$STACK/postgres"
+}
+
 install() {
   local missing=()
   pg_bin >/dev/null || missing+=(postgresql)
@@ -89,27 +104,30 @@ PY
   "$bin" --version >&2
 }
 
-pg_running() { [ -f "$STACK/postgres/data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$STACK/postgres/data" status >/dev/null 2>&1; }
+pg_running() {
+  local dir; dir="$(pg_dir)"
+  [ -f "$dir/data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
+}
 
 start_postgres() {
   local bin; bin="$(pg_bin)" || die "PostgreSQL is not installed; run: scripts/stack.sh install"
-  local dir="$STACK/postgres"
+  local dir; dir="$(pg_dir)"
   mkdir -p "$dir" "$LOGS"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; chmod 755 "$STACK"; fi
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     log "initialising PostgreSQL in $dir/data"
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
   fi
   if pg_running; then return 0; fi
-  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  touch "$LOGS/postgres.log"; [ "$(id -u)" -eq 0 ] && chown postgres: "$LOGS/postgres.log"
-  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$LOGS/postgres.log" -w -t 60 start -o \
-    "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $dir/postgres.log)"
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
+    "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
+    || die "PostgreSQL did not start; see $dir/postgres.log (is port $PG_PORT taken? set PG_PORT)"
 }
 
 stop_postgres() {
   local bin; bin="$(pg_bin)" || return 0
-  if pg_running; then log "stopping PostgreSQL"; as_pg "$bin/pg_ctl" -D "$STACK/postgres/data" -m fast -w stop >/dev/null; fi
+  if pg_running; then log "stopping PostgreSQL"; as_pg "$bin/pg_ctl" -D "$(pg_dir)/data" -m fast -w stop >/dev/null; fi
 }
 
 psql_admin() { "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
