@@ -53,7 +53,7 @@ pg_bin() {
 
 # PostgreSQL refuses to run as root; then the cluster belongs to the `postgres` user.
 as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Where the cluster lives: .stack/postgres, unless we run as root in a checkout the
