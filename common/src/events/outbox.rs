@@ -123,7 +123,7 @@ impl Relay {
             .execute(&mut *tx)
             .await
             .context("outbox: taking the relay lock")?;
-        let rows: Vec<Row> =
+        let mut rows: Vec<Row> =
             sqlx::query_as("SELECT seq, event_id, subject, payload::text AS payload FROM outbox ORDER BY seq LIMIT $1")
                 .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
                 .fetch_all(&mut *tx)
@@ -137,9 +137,9 @@ impl Relay {
         // Send the whole batch, then wait for the acknowledgements in order: one round
         // trip per batch rather than per event.
         let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let publish =
-                PublishMessage::build().payload(Bytes::from(row.payload.clone())).message_id(row.event_id.to_string());
+        for row in &mut rows {
+            let payload = Bytes::from(std::mem::take(&mut row.payload));
+            let publish = PublishMessage::build().payload(payload).message_id(row.event_id.to_string());
             pending.push(self.jetstream.send_publish(row.subject.clone(), publish).await);
         }
         let mut published = Vec::with_capacity(rows.len());
