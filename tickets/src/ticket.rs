@@ -84,6 +84,23 @@ impl Ticket {
         .await
     }
 
+    /// Remembers that an order is over (see the `cancelled_orders` migration).
+    pub async fn record_cancelled_order(tx: &mut Tx, order_id: Uuid, ticket_id: Uuid) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO cancelled_orders (order_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(order_id)
+            .bind(ticket_id)
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+    }
+
+    pub async fn is_cancelled_order(tx: &mut Tx, order_id: Uuid) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1)")
+            .bind(order_id)
+            .fetch_one(&mut **tx)
+            .await
+    }
+
     pub fn created_event(&self) -> TicketCreated {
         TicketCreated {
             id: self.id,

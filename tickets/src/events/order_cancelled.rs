@@ -4,9 +4,10 @@ use common::events::{Handled, Listener, OrderCancelled, append};
 
 use crate::ticket::Ticket;
 
-/// `order.cancelled`: the ticket is free again, but only if that order still holds
-/// it. A late cancellation of an older order must not free a ticket that a newer
-/// order has reserved since.
+/// `order.cancelled`: the order is over. The ticket is free again, but only if that
+/// order still holds it: a late cancellation of an older order must not free a
+/// ticket that a newer order has reserved since. The cancellation is remembered, so a
+/// late `order.created` of the same order changes nothing.
 pub struct OrderCancelledListener;
 
 impl Listener for OrderCancelledListener {
@@ -16,11 +17,11 @@ impl Listener for OrderCancelledListener {
         let ticket = Ticket::lock(tx, order.ticket.id)
             .await?
             .with_context(|| format!("order {} names unknown ticket {}", order.id, order.ticket.id))?;
-        if ticket.order_id != Some(order.id) {
-            return Ok(Handled::Done);
+        Ticket::record_cancelled_order(tx, order.id, ticket.id).await?;
+        if ticket.order_id == Some(order.id) {
+            let ticket = Ticket::set_order(tx, ticket.id, None).await?;
+            append(tx, &ticket.updated_event()).await?;
         }
-        let ticket = Ticket::set_order(tx, ticket.id, None).await?;
-        append(tx, &ticket.updated_event()).await?;
         Ok(Handled::Done)
     }
 }

@@ -71,19 +71,63 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
     let tickets = Tickets::start().await;
     let (ticket, _) = tickets.new_ticket().await;
     let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
-    // The newer order's reservation is applied before the older order's cancellation.
     reserve(&tickets, &ticket, older).await;
+    publish_raw(&tickets.nats.url, "cancel-older", &order_cancelled(&ticket, older)).await;
+    wait_for_order_id(&tickets, &ticket, None).await;
     reserve(&tickets, &ticket, newer).await;
-    publish_raw(&tickets.nats.url, "late-cancel", &order_cancelled(&ticket, older)).await;
-    // A later, unrelated event on the same subject shows the stale one was handled.
-    let (marker, _) = tickets.new_ticket().await;
-    reserve(&tickets, &marker, Uuid::new_v4()).await;
-    publish_raw(&tickets.nats.url, "marker-cancel", &order_cancelled(&marker, Uuid::new_v4())).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The older order's cancellation again, late (republished under another id).
+    publish_raw(&tickets.nats.url, "cancel-older-again", &order_cancelled(&ticket, older)).await;
+    settle(&tickets).await;
 
     let current = tickets.ticket(&ticket["id"]).await;
     assert_eq!(current["orderId"], Value::String(newer.to_string()));
-    assert_eq!(current["version"], 2);
+    assert_eq!(current["version"], 3);
+}
+
+/// Waits until every event published so far has been handled by tickets.
+async fn settle(tickets: &Tickets) {
+    let nats = stream::connect(&tickets.nats.url, "settle-check").await.unwrap();
+    for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
+        let consumer = durable(&nats, tickets::SERVICE, subject, Duration::from_secs(1)).await.unwrap();
+        let settled = eventually(WAIT, || {
+            let mut consumer = consumer.clone();
+            async move { consumer.info().await.is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0) }
+        })
+        .await;
+        assert!(settled, "{subject} events were not all handled");
+    }
+}
+
+/// The newer order's reservation is delivered before the older order's cancellation:
+/// it waits for it, then applies.
+#[tokio::test]
+async fn a_reservation_waits_for_the_previous_orders_cancellation() {
+    let tickets = Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
+    reserve(&tickets, &ticket, older).await;
+    publish_raw(&tickets.nats.url, "create-newer", &order_created(&ticket, newer)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(tickets.ticket(&ticket["id"]).await["orderId"], Value::String(older.to_string()), "still the older");
+
+    publish_raw(&tickets.nats.url, "cancel-older", &order_cancelled(&ticket, older)).await;
+    let current = wait_for_order_id(&tickets, &ticket, Some(newer)).await;
+    assert_eq!(current["version"], 3, "reserved, freed, reserved");
+}
+
+/// An order's cancellation handled before its creation (the two travel on different
+/// subjects): the late creation must not reserve the ticket for good.
+#[tokio::test]
+async fn a_creation_handled_after_its_own_cancellation_reserves_nothing() {
+    let tickets = Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let order = Uuid::new_v4();
+    publish_raw(&tickets.nats.url, "cancel-first", &order_cancelled(&ticket, order)).await;
+    settle(&tickets).await;
+    publish_raw(&tickets.nats.url, "create-late", &order_created(&ticket, order)).await;
+    settle(&tickets).await;
+    let current = tickets.ticket(&ticket["id"]).await;
+    assert_eq!((current["orderId"].clone(), current["version"].as_i64()), (Value::Null, Some(0)));
 }
 
 #[tokio::test]
