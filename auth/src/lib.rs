@@ -56,12 +56,24 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = db::connect(&config.http).await?;
     db::migrate(&pool, &MIGRATOR).await?;
     let keys = SessionKeys::new(&config.jwt_key, config.session_ttl, config.cookie_secure);
-    let state = AppState { pool: pool.clone(), keys };
-    let readiness = Readiness { pool: pool.clone(), nats: None };
+    let state = AppState {
+        pool: pool.clone(),
+        keys,
+    };
+    let readiness = Readiness {
+        pool: pool.clone(),
+        nats: None,
+    };
     let app = common::http::app(routes::router(state), readiness);
-    Service::new("auth", app, pool).run(listener, shutdown).await
+    Service::new("auth", app, pool)
+        .run(listener, shutdown)
+        .await
 }

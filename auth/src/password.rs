@@ -22,12 +22,22 @@ static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
 /// take the same time, so timing does not reveal which emails have accounts.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     let unguessable = uuid::Uuid::new_v4().to_string();
-    Argon2::default().hash_password(unguessable.as_bytes()).map(|hash| hash.to_string()).unwrap_or_default()
+    Argon2::default()
+        .hash_password(unguessable.as_bytes())
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
 });
 
-async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    let _permit = HASHING.acquire().await.context("hashing semaphore closed")?;
-    tokio::task::spawn_blocking(work).await.context("password hashing task failed")
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .context("hashing semaphore closed")?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("password hashing task failed")
 }
 
 /// Hashes a password into a PHC string (`$argon2id$...`) with a random salt.
@@ -47,8 +57,11 @@ pub async fn verify(password: String, hash: Option<String>) -> anyhow::Result<bo
     off_runtime(move || {
         let known = hash.is_some();
         let stored = hash.unwrap_or_else(|| DUMMY_HASH.clone());
-        let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash is not valid: {e}"))?;
-        let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|e| anyhow::anyhow!("stored hash is not valid: {e}"))?;
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         Ok(known && matches)
     })
     .await?

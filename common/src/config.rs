@@ -45,14 +45,21 @@ pub enum ConfigError {
 }
 
 fn read(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 fn parse<T: FromStr>(name: &'static str, raw: &str) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
-    raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, problem: e.to_string() })
+    raw.trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            problem: e.to_string(),
+        })
 }
 
 /// A variable that must be set and parse as `T`.
@@ -150,7 +157,12 @@ impl BusConfig {
     }
 
     pub fn new(nats_url: &str) -> Self {
-        Self { nats_url: nats_url.to_owned(), max_deliveries: 50, concurrency: 8, ack_wait: Duration::from_secs(30) }
+        Self {
+            nats_url: nats_url.to_owned(),
+            max_deliveries: 50,
+            concurrency: 8,
+            ack_wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -170,6 +182,9 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret([redacted])"
+        );
     }
 }

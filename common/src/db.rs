@@ -11,8 +11,9 @@ use crate::config::HttpConfig;
 
 /// Connects to the service's database, waiting up to 30 s for it to come up.
 pub async fn connect(config: &HttpConfig) -> anyhow::Result<PgPool> {
-    let options =
-        PgPoolOptions::new().max_connections(config.database_max_connections).acquire_timeout(Duration::from_secs(5));
+    let options = PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5));
     let url = config.database_url.expose();
     let mut attempt = 1;
     loop {
@@ -39,7 +40,10 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
 pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name("_bus_migrations");
-    migrator.run(pool).await.context("running event-bus migrations")
+    migrator
+        .run(pool)
+        .await
+        .context("running event-bus migrations")
 }
 
 /// A transaction on a pooled connection: what event handlers and the outbox work in.
@@ -57,7 +61,11 @@ pub struct Notifications {
 
 impl Notifications {
     pub fn new(pool: PgPool, channel: &'static str) -> Self {
-        Self { pool, channel, listener: None }
+        Self {
+            pool,
+            channel,
+            listener: None,
+        }
     }
 
     /// Makes sure we are listening; call before reading the state a notification
@@ -73,7 +81,9 @@ impl Notifications {
         };
         match connected.await {
             Ok(listener) => self.listener = Some(listener),
-            Err(error) => tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead"),
+            Err(error) => {
+                tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead")
+            }
         }
     }
 

@@ -22,7 +22,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: &str) -> Self {
-        Self { message: message.to_owned(), field: Some(field.to_owned()) }
+        Self {
+            message: message.to_owned(),
+            field: Some(field.to_owned()),
+        }
     }
 }
 
@@ -89,7 +92,10 @@ impl Error {
 }
 
 fn message(text: &str) -> FieldError {
-    FieldError { message: text.to_owned(), field: None }
+    FieldError {
+        message: text.to_owned(),
+        field: None,
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -135,14 +141,23 @@ mod tests {
     fn validation_errors_name_their_fields() {
         let error = Error::Validation(vec![FieldError::new("email", "Email must be valid")]);
         let body = serde_json::to_string(&error.body()).unwrap();
-        assert_eq!(body, r#"{"errors":[{"message":"Email must be valid","field":"email"}]}"#);
+        assert_eq!(
+            body,
+            r#"{"errors":[{"message":"Email must be valid","field":"email"}]}"#
+        );
     }
 
     #[test]
     fn business_errors_carry_their_message_without_field() {
         let body = serde_json::to_value(Error::bad_request("Email in use").body()).unwrap();
-        assert_eq!(body, serde_json::json!({"errors": [{"message": "Email in use"}]}));
+        assert_eq!(
+            body,
+            serde_json::json!({"errors": [{"message": "Email in use"}]})
+        );
         assert_eq!(Error::NotFound.body().errors[0].message, "Not Found");
-        assert_eq!(Error::NotAuthorized.body().errors[0].message, "Not authorized");
+        assert_eq!(
+            Error::NotAuthorized.body().errors[0].message,
+            "Not authorized"
+        );
     }
 }

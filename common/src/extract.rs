@@ -50,22 +50,32 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a body that must be a JSON object.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|&b| b != b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => Error::bad_request("Request body must be a JSON object"),
-            Err(_) => Error::bad_request("Request body is not valid JSON"),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => Error::bad_request("Request body must be a JSON object"),
+                Err(_) => Error::bad_request("Request body is not valid JSON"),
+            },
+        );
     }
     serde_json::from_slice(bytes).map_err(|error| match error.classify() {
         Category::Data => Error::bad_request("Request body must be a JSON object"),
-        Category::Syntax | Category::Eof | Category::Io => Error::bad_request("Request body is not valid JSON"),
+        Category::Syntax | Category::Eof | Category::Io => {
+            Error::bad_request("Request body is not valid JSON")
+        }
     })
 }
 
@@ -84,7 +94,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| Error::NotFound)?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound)?;
         Uuid::try_parse(&raw).map(Id).map_err(|_| Error::NotFound)
     }
 }
@@ -113,10 +125,18 @@ mod tests {
         assert!(parse::<Body>(br#" {"a": 1} "#).is_ok());
         assert!(parse::<Body>(b"{}").is_ok());
         for not_object in ["[1,2]", "\"text\"", "12", "null", "true"] {
-            assert_eq!(message(not_object), "Request body must be a JSON object", "{not_object}");
+            assert_eq!(
+                message(not_object),
+                "Request body must be a JSON object",
+                "{not_object}"
+            );
         }
         for not_json in ["", "   ", "{", "{not json", "[1,", "nul"] {
-            assert_eq!(message(not_json), "Request body is not valid JSON", "{not_json}");
+            assert_eq!(
+                message(not_json),
+                "Request body is not valid JSON",
+                "{not_json}"
+            );
         }
     }
 
@@ -152,6 +172,11 @@ impl<S: Send + Sync> FromRequestParts<S> for UncheckedId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(Id::from_request_parts(parts, state).await.ok().map(|Id(id)| id)))
+        Ok(Self(
+            Id::from_request_parts(parts, state)
+                .await
+                .ok()
+                .map(|Id(id)| id),
+        ))
     }
 }

@@ -30,9 +30,14 @@ pub struct Readiness {
 impl Readiness {
     /// Whether the database answers and NATS is connected.
     pub async fn check(&self) -> bool {
-        let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool));
-        let nats_ok =
-            self.nats.as_ref().is_none_or(|nats| nats.connection_state() == async_nats::connection::State::Connected);
+        let database = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&self.pool),
+        );
+        let nats_ok = self
+            .nats
+            .as_ref()
+            .is_none_or(|nats| nats.connection_state() == async_nats::connection::State::Connected);
         nats_ok && matches!(database.await, Ok(Ok(_)))
     }
 }
@@ -84,13 +89,20 @@ mod tests {
     }
 
     fn test_app() -> Router {
-        let api = Router::new().route("/api/boom", get(boom)).route("/api/fine", get(|| async { "fine" }));
-        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let api = Router::new()
+            .route("/api/boom", get(boom))
+            .route("/api/fine", get(|| async { "fine" }));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
         app(api, Readiness { pool, nats: None })
     }
 
     async fn call(path: &str) -> (StatusCode, String) {
-        let response = test_app().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let response = test_app()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -101,7 +113,11 @@ mod tests {
         let (status, body) = call("/api/boom").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, r#"{"errors":[{"message":"Something went wrong"}]}"#);
-        assert_eq!(call("/api/fine").await, (StatusCode::OK, "fine".to_owned()), "the app survives");
+        assert_eq!(
+            call("/api/fine").await,
+            (StatusCode::OK, "fine".to_owned()),
+            "the app survives"
+        );
     }
 
     #[tokio::test]

@@ -112,7 +112,8 @@ impl<'de> Deserialize<'de> for Price {
     /// Reads a price from an event or a stored document: a number or numeric string.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        Price::from_json(&raw).ok_or_else(|| D::Error::custom(format!("invalid price {}", raw.get())))
+        Price::from_json(&raw)
+            .ok_or_else(|| D::Error::custom(format!("invalid price {}", raw.get())))
     }
 }
 
@@ -120,7 +121,9 @@ impl utoipa::PartialSchema for Price {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::Number)
-            .description(Some("Price in major currency units, > 0, at most 1,000,000, at most 2 decimals"))
+            .description(Some(
+                "Price in major currency units, > 0, at most 1,000,000, at most 2 decimals",
+            ))
             .examples([serde_json::json!(12.5)])
             .into()
     }
@@ -143,7 +146,11 @@ mod tests {
         assert_eq!(cents("12.50"), Some(1250));
         assert_eq!(cents(" 12.50 "), Some(1250));
         assert_eq!(cents("0.01"), Some(1));
-        assert_eq!(cents("12.500"), Some(1250), "trailing zeros are not extra precision");
+        assert_eq!(
+            cents("12.500"),
+            Some(1250),
+            "trailing zeros are not extra precision"
+        );
         assert_eq!(cents("1.25e1"), Some(1250));
         assert_eq!(cents("125E-1"), Some(1250));
         assert_eq!(cents("1e6"), Some(100_000_000));
@@ -207,7 +214,8 @@ mod tests {
     fn every_cent_value_round_trips_through_json() {
         for c in (1..200_000).chain(99_990_000..=100_000_000) {
             let price = Price::from_cents(c).unwrap();
-            let back: Price = serde_json::from_str(&serde_json::to_string(&price).unwrap()).unwrap();
+            let back: Price =
+                serde_json::from_str(&serde_json::to_string(&price).unwrap()).unwrap();
             assert_eq!(back, price);
         }
     }

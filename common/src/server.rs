@@ -70,8 +70,14 @@ impl Service {
     }
 
     /// Serves on `listener` until `shutdown` is cancelled, then stops gracefully.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let address = listener.local_addr().context("reading the listening address")?;
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let address = listener
+            .local_addr()
+            .context("reading the listening address")?;
         let workers = TaskTracker::new();
         let stop_work = shutdown.child_token();
         if let Some(consumers) = self.consumers {
@@ -82,7 +88,9 @@ impl Service {
         }
         // The relay outlives the rest: it publishes what they committed while stopping.
         let stop_relay = CancellationToken::new();
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run(stop_relay.clone(), self.flush_timeout)));
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(stop_relay.clone(), self.flush_timeout)));
 
         tracing::info!(service = self.name, %address, "listening");
         let served = axum::serve(listener, self.router)
@@ -112,7 +120,12 @@ pub struct Backend {
 impl Backend {
     /// Connects to the database and runs the bus and the service's migrations, then
     /// connects to NATS and makes sure the stream exists.
-    pub async fn connect(name: &str, http: &HttpConfig, bus: &BusConfig, migrator: &Migrator) -> anyhow::Result<Self> {
+    pub async fn connect(
+        name: &str,
+        http: &HttpConfig,
+        bus: &BusConfig,
+        migrator: &Migrator,
+    ) -> anyhow::Result<Self> {
         let pool = db::connect(http).await?;
         db::migrate_bus(&pool).await?;
         db::migrate(&pool, migrator).await?;
@@ -122,13 +135,18 @@ impl Backend {
 
     /// What `/readyz` checks for this service.
     pub fn readiness(&self) -> crate::http::Readiness {
-        crate::http::Readiness { pool: self.pool.clone(), nats: Some(self.nats.client.clone()) }
+        crate::http::Readiness {
+            pool: self.pool.clone(),
+            nats: Some(self.nats.client.clone()),
+        }
     }
 
     /// A service on this backend, publishing its outbox and running `consumers`.
     pub fn service(self, name: &'static str, router: Router, consumers: Consumers) -> Service {
         let relay = Relay::new(self.pool.clone(), self.nats.jetstream.clone());
-        Service::new(name, router, self.pool).with_relay(relay).with_consumers(consumers)
+        Service::new(name, router, self.pool)
+            .with_relay(relay)
+            .with_consumers(consumers)
     }
 
     /// The consumers of `service` on this backend.
@@ -145,7 +163,9 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     telemetry::init();
-    let listener = TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding port {port}"))?;
+    let listener = TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding port {port}"))?;
     let result = run(listener, shutdown_on_signal(grace)).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "service failed");

@@ -82,18 +82,29 @@ impl SessionKeys {
     pub fn issue(&self, id: Uuid, email: &str) -> anyhow::Result<(String, UserClaims)> {
         let iat = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(self.0.ttl.as_secs()).unwrap_or(i64::MAX);
-        let claims = UserClaims { id, email: email.to_owned(), iat, exp: iat.saturating_add(ttl) };
+        let claims = UserClaims {
+            id,
+            email: email.to_owned(),
+            iat,
+            exp: iat.saturating_add(ttl),
+        };
         Ok((self.sign(&claims)?, claims))
     }
 
     /// Signs arbitrary claims (tests use it to forge expired sessions).
     pub fn sign(&self, claims: &UserClaims) -> anyhow::Result<String> {
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.0.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.0.encoding,
+        )?)
     }
 
     /// Verifies a token: signature, algorithm and expiry.
     pub fn verify(&self, token: &str) -> Option<UserClaims> {
-        jsonwebtoken::decode::<UserClaims>(token, &self.0.decoding, &self.0.validation).ok().map(|data| data.claims)
+        jsonwebtoken::decode::<UserClaims>(token, &self.0.decoding, &self.0.validation)
+            .ok()
+            .map(|data| data.claims)
     }
 
     /// The `Set-Cookie` value that stores this token.
@@ -122,7 +133,9 @@ pub fn encode_cookie(token: &str) -> String {
 /// The token inside a `session` cookie value.
 pub fn decode_cookie(value: &str) -> Option<String> {
     let json = STANDARD.decode(value.trim()).ok()?;
-    serde_json::from_slice::<CookieBody>(&json).ok().map(|body| body.jwt)
+    serde_json::from_slice::<CookieBody>(&json)
+        .ok()
+        .map(|body| body.jwt)
 }
 
 fn user_of(parts: &Parts, keys: &SessionKeys) -> Option<UserClaims> {
@@ -159,7 +172,9 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        user_of(parts, &SessionKeys::from_ref(state)).map(Self).ok_or(Error::NotAuthorized)
+        user_of(parts, &SessionKeys::from_ref(state))
+            .map(Self)
+            .ok_or(Error::NotAuthorized)
     }
 }
 
@@ -195,9 +210,15 @@ mod tests {
         let keys = keys("k1");
         let (token, mut claims) = keys.issue(Uuid::new_v4(), "a@b.co").unwrap();
         let other = self::keys("k2");
-        assert!(other.user_from_cookie(&encode_cookie(&token)).is_none(), "wrong key");
+        assert!(
+            other.user_from_cookie(&encode_cookie(&token)).is_none(),
+            "wrong key"
+        );
         assert!(keys.user_from_cookie("garbage!").is_none());
-        assert!(keys.user_from_cookie(&STANDARD.encode("{\"jwt\":5}")).is_none());
+        assert!(
+            keys.user_from_cookie(&STANDARD.encode("{\"jwt\":5}"))
+                .is_none()
+        );
         let tampered = format!("{}x", token);
         assert!(keys.user_from_cookie(&encode_cookie(&tampered)).is_none());
         claims.exp = claims.iat - 60;
@@ -214,6 +235,13 @@ mod tests {
             assert!(text.contains(attribute), "{text} lacks {attribute}");
         }
         let plain = SessionKeys::new(&Secret::new("k"), Duration::from_secs(1), false);
-        assert!(!plain.cookie("t").unwrap().to_str().unwrap().contains("Secure"));
+        assert!(
+            !plain
+                .cookie("t")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
     }
 }

@@ -26,7 +26,12 @@ pub fn init() {
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
         // Failing here only means a subscriber is already installed (e.g. by a test harness).
         let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .try_init()
         } else {
             builder.with_target(false).try_init()
         };
@@ -37,9 +42,12 @@ pub fn init() {
 fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
-            const LATENCY: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-            let builder =
-                PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY).ok()?;
+            const LATENCY: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY)
+                .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => Some(handle),
                 Err(error) => {
@@ -53,7 +61,9 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
 
 /// The metrics of this process in Prometheus text format.
 pub fn render_metrics() -> String {
-    prometheus().map(PrometheusHandle::render).unwrap_or_default()
+    prometheus()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 /// Middleware: a span per request, one log line with method, route, status and
@@ -74,7 +84,11 @@ pub async fn observe(request: Request, next: Next) -> Response {
 
     let latency_ms = latency.as_secs_f64() * 1e3;
     span.in_scope(|| tracing::info!(%method, %route, status, latency_ms, "handled"));
-    let labels = [("method", method), ("route", route), ("status", status.to_string())];
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
     response

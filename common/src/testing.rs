@@ -35,7 +35,10 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 
 /// The repository root (where `.stack/` lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `TEST_DATABASE_URL` if set; else a PostgreSQL container (with the `testcontainers`
@@ -67,8 +70,15 @@ impl TestDatabase {
         let admin_url = admin_url().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
         let mut admin = connect_admin(&admin_url).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-        Self { url: with_database(&admin_url, &name), admin_url, name }
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        Self {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        }
     }
 }
 
@@ -96,13 +106,18 @@ impl Drop for TestDatabase {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs outside async context; use a private runtime on a plain thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let mut admin = PgConnection::connect(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await
-                    .map(drop)
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .map(drop)
             })
         })
         .join();
@@ -173,7 +188,11 @@ impl TestNats {
         }
         #[allow(unreachable_code)]
         {
-            let listen = if self.port == 0 { "127.0.0.1:-1".to_owned() } else { format!("127.0.0.1:{}", self.port) };
+            let listen = if self.port == 0 {
+                "127.0.0.1:-1".to_owned()
+            } else {
+                format!("127.0.0.1:{}", self.port)
+            };
             let config = self.dir.join("nats.conf");
             let ports_dir = self.dir.join("ports");
             let _ = std::fs::remove_dir_all(&ports_dir);
@@ -211,13 +230,18 @@ pub fn nats_server_binary() -> PathBuf {
         return path.into();
     }
     let local = workspace_root().join(".stack/bin/nats-server");
-    if local.exists() { local } else { "nats-server".into() }
+    if local.exists() {
+        local
+    } else {
+        "nats-server".into()
+    }
 }
 
 async fn wait_for_ports_file(dir: &Path) -> u16 {
     let read_port = || -> Option<u16> {
         let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
-        let ports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+        let ports: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
         ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
     };
     for _ in 0..200 {
@@ -226,7 +250,10 @@ async fn wait_for_ports_file(dir: &Path) -> u16 {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("nats-server did not start (see its log in {})", dir.display());
+    panic!(
+        "nats-server did not start (see its log in {})",
+        dir.display()
+    );
 }
 
 impl Drop for TestNats {
@@ -259,7 +286,12 @@ impl TestServer {
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(run(listener, shutdown.clone()));
-        Self { address, client: http_client(), shutdown, handle: Some(handle) }
+        Self {
+            address,
+            client: http_client(),
+            shutdown,
+            handle: Some(handle),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -297,12 +329,24 @@ impl TestServer {
         self.call(reqwest::Method::GET, path, cookie, None).await
     }
 
-    pub async fn post(&self, path: &str, cookie: Option<&str>, body: serde_json::Value) -> TestResponse {
-        self.call(reqwest::Method::POST, path, cookie, Some(&body)).await
+    pub async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        self.call(reqwest::Method::POST, path, cookie, Some(&body))
+            .await
     }
 
-    pub async fn put(&self, path: &str, cookie: Option<&str>, body: serde_json::Value) -> TestResponse {
-        self.call(reqwest::Method::PUT, path, cookie, Some(&body)).await
+    pub async fn put(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        self.call(reqwest::Method::PUT, path, cookie, Some(&body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, cookie: Option<&str>) -> TestResponse {
@@ -340,16 +384,25 @@ impl TestResponse {
         let body = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
         };
-        Self { status, headers, body }
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Asserts the status and returns the body.
     #[track_caller]
     pub fn expect(self, status: u16) -> serde_json::Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
         self.body
     }
 
@@ -357,13 +410,19 @@ impl TestResponse {
     #[track_caller]
     pub fn errors(self, status: u16) -> Vec<serde_json::Value> {
         let body = self.expect(status);
-        body["errors"].as_array().unwrap_or_else(|| panic!("not an error body: {body}")).clone()
+        body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an error body: {body}"))
+            .clone()
     }
 
     /// Asserts an error with exactly one message (and no field).
     #[track_caller]
     pub fn assert_error(self, status: u16, message: &str) {
-        assert_eq!(self.errors(status), vec![serde_json::json!({ "message": message })]);
+        assert_eq!(
+            self.errors(status),
+            vec![serde_json::json!({ "message": message })]
+        );
     }
 }
 
@@ -380,10 +439,24 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` on a free port with only `env` (and `PORT`) in its environment.
     pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::env::temp_dir().join(format!("ticketing-process-{}.log", Uuid::new_v4().simple()));
-        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut process = Self { binary: binary.into(), env, port, log, child: None };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log =
+            std::env::temp_dir().join(format!("ticketing-process-{}.log", Uuid::new_v4().simple()));
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut process = Self {
+            binary: binary.into(),
+            env,
+            port,
+            log,
+            child: None,
+        };
         process.restart();
         process
     }
@@ -391,7 +464,11 @@ impl ServiceProcess {
     /// Starts it again (after [`Self::kill`]) on the same port with the same settings.
     pub fn restart(&mut self) {
         self.kill();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = std::process::Command::new(&self.binary)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -411,10 +488,19 @@ impl ServiceProcess {
     pub async fn ready(&self) {
         let client = http_client();
         let ready = eventually(Duration::from_secs(30), || async {
-            client.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+            client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
         })
         .await;
-        assert!(ready, "{} never became ready; its log:\n{}", self.binary.display(), self.logs());
+        assert!(
+            ready,
+            "{} never became ready; its log:\n{}",
+            self.binary.display(),
+            self.logs()
+        );
     }
 
     /// SIGKILL: no chance to clean up.
@@ -428,8 +514,13 @@ impl ServiceProcess {
     /// SIGTERM, then waits for it to exit; returns its exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        tokio::task::spawn_blocking(move || child.wait().unwrap().code()).await.unwrap()
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap().code())
+            .await
+            .unwrap()
     }
 
     /// Everything it has written so far.
@@ -449,7 +540,10 @@ impl Drop for ServiceProcess {
 /// reqwest is built without a default TLS provider (see [`crate::install_tls_provider`]).
 pub fn http_client() -> reqwest::Client {
     crate::install_tls_provider();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A `Cookie` header value carrying a session for this user, signed with [`JWT_KEY`].
@@ -510,20 +604,26 @@ impl EventProbe {
     /// The next event, or `None` if none comes within `timeout`.
     pub async fn next<E: Event>(&mut self, timeout: Duration) -> Option<Observed<E>> {
         use futures::StreamExt;
-        let message = tokio::time::timeout(timeout, self.subscriber.next()).await.ok()??;
+        let message = tokio::time::timeout(timeout, self.subscriber.next())
+            .await
+            .ok()??;
         let id = message
             .headers
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        let event =
-            serde_json::from_slice(&message.payload).unwrap_or_else(|e| panic!("bad {} payload: {e}", E::SUBJECT));
+        let event = serde_json::from_slice(&message.payload)
+            .unwrap_or_else(|e| panic!("bad {} payload: {e}", E::SUBJECT));
         Some(Observed { id, event })
     }
 
     /// The first event matching `predicate` within `timeout`; panics if none does.
-    pub async fn wait_for<E: Event>(&mut self, timeout: Duration, predicate: impl Fn(&E) -> bool) -> Observed<E> {
+    pub async fn wait_for<E: Event>(
+        &mut self,
+        timeout: Duration,
+        predicate: impl Fn(&E) -> bool,
+    ) -> Observed<E> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -548,10 +648,19 @@ impl EventProbe {
 pub async fn publish_raw<E: Event>(nats_url: &str, id: &str, event: &E) {
     let client = async_nats::connect(nats_url).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
-    crate::events::stream::ensure_stream(&jetstream).await.unwrap();
+    crate::events::stream::ensure_stream(&jetstream)
+        .await
+        .unwrap();
     let payload = serde_json::to_vec(event).unwrap();
-    let publish = async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(id);
-    jetstream.send_publish(E::SUBJECT.as_str(), publish).await.unwrap().await.unwrap();
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        .message_id(id);
+    jetstream
+        .send_publish(E::SUBJECT.as_str(), publish)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 #[cfg(feature = "testcontainers")]
@@ -572,13 +681,21 @@ pub mod containers {
             .get_or_init(|| async {
                 let container = GenericImage::new("postgres", "16-alpine")
                     .with_exposed_port(ContainerPort::Tcp(5432))
-                    .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                    .with_wait_for(WaitFor::message_on_stderr(
+                        "database system is ready to accept connections",
+                    ))
                     .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
                     .start()
                     .await
                     .expect("starting a PostgreSQL container");
-                let port = container.get_host_port_ipv4(5432).await.expect("PostgreSQL port");
-                (container, format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+                let port = container
+                    .get_host_port_ipv4(5432)
+                    .await
+                    .expect("PostgreSQL port");
+                (
+                    container,
+                    format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                )
             })
             .await;
         url.clone()

@@ -27,7 +27,9 @@ pub mod iso {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
         let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
-        chrono::DateTime::parse_from_rfc3339(&text).map(|at| at.to_utc()).map_err(serde::de::Error::custom)
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.to_utc())
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -37,7 +39,10 @@ mod tests {
 
     #[test]
     fn formats_like_javascript() {
-        let at = DateTime::parse_from_rfc3339("2026-11-26T17:02:12.286123+02:00").unwrap().to_utc().trunc_subsecs(3);
+        let at = DateTime::parse_from_rfc3339("2026-11-26T17:02:12.286123+02:00")
+            .unwrap()
+            .to_utc()
+            .trunc_subsecs(3);
         assert_eq!(to_iso(&at), "2026-11-26T15:02:12.286Z");
         assert_eq!(now().timestamp_subsec_nanos() % 1_000_000, 0);
     }

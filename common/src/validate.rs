@@ -100,7 +100,9 @@ pub fn email(value: Option<&Value>) -> Option<String> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
         && labels.len() >= 2
         && labels.iter().all(|label| label_ok(label))
         && tld.len() >= 2
@@ -129,16 +131,33 @@ mod tests {
         let a: Checked<i32> = field("a", None, "A is bad");
         let b: Checked<i32> = field("b", Some(2), "B is bad");
         let c: Checked<i32> = field("c", None, "C is bad");
-        let Err(Error::Validation(failed)) = all((a, b, c)) else { panic!("expected a validation error") };
-        assert_eq!(failed, vec![FieldError::new("a", "A is bad"), FieldError::new("c", "C is bad")]);
-        assert_eq!(all((field("x", Some(1), "m"), field("y", Some("z"), "m"))).unwrap(), (1, "z"));
+        let Err(Error::Validation(failed)) = all((a, b, c)) else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(
+            failed,
+            vec![
+                FieldError::new("a", "A is bad"),
+                FieldError::new("c", "C is bad")
+            ]
+        );
+        assert_eq!(
+            all((field("x", Some(1), "m"), field("y", Some("z"), "m"))).unwrap(),
+            (1, "z")
+        );
     }
 
     #[test]
     fn emails() {
         let check = |v: Value| email(Some(&v));
-        assert_eq!(check(json!("  Test@Example.COM ")), Some("test@example.com".into()));
-        assert_eq!(check(json!("first.last+tag@sub.example.co")), Some("first.last+tag@sub.example.co".into()));
+        assert_eq!(
+            check(json!("  Test@Example.COM ")),
+            Some("test@example.com".into())
+        );
+        assert_eq!(
+            check(json!("first.last+tag@sub.example.co")),
+            Some("first.last+tag@sub.example.co".into())
+        );
         for bad in [
             json!("plainaddress"),
             json!("a@b"),
@@ -163,10 +182,16 @@ mod tests {
         assert_eq!(text(Some(&json!("  concert "))), Some("concert".into()));
         assert_eq!(text(Some(&json!("   "))), None);
         assert_eq!(text(Some(&json!(5))), None);
-        assert_eq!(text_with_length(Some(&json!("  abcd  ")), 4, 20), Some("abcd".into()));
+        assert_eq!(
+            text_with_length(Some(&json!("  abcd  ")), 4, 20),
+            Some("abcd".into())
+        );
         assert_eq!(text_with_length(Some(&json!(" abc ")), 4, 20), None);
         assert_eq!(text_with_length(Some(&json!("a".repeat(21))), 4, 20), None);
-        assert_eq!(text_with_length(Some(&json!("é".repeat(20))), 4, 20), Some("é".repeat(20)));
+        assert_eq!(
+            text_with_length(Some(&json!("é".repeat(20))), 4, 20),
+            Some("é".repeat(20))
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use common::config::BusConfig;
 use common::db::{Tx, migrate_bus};
 use common::events::consumer::{Outcome, apply, durable};
 use common::events::stream::{self, Nats, STREAM};
-use common::events::{Consumers, Event, ExpirationComplete, Handled, Listener, Relay, Subject, append};
+use common::events::{
+    Consumers, Event, ExpirationComplete, Handled, Listener, Relay, Subject, append,
+};
 use common::testing::{EventProbe, TestDatabase, TestNats, eventually, publish_raw};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -44,12 +46,20 @@ impl Bench {
             .unwrap();
         let nats = TestNats::start().await;
         let connection = stream::connect(&nats.url, "bus-test").await.unwrap();
-        Self { pool, nats, connection, stop: CancellationToken::new(), tasks: TaskTracker::new(), _database: database }
+        Self {
+            pool,
+            nats,
+            connection,
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            _database: database,
+        }
     }
 
     fn start_relay(&self) {
         let relay = Relay::new(self.pool.clone(), self.connection.jetstream.clone());
-        self.tasks.spawn(relay.run(self.stop.clone(), Duration::from_secs(5)));
+        self.tasks
+            .spawn(relay.run(self.stop.clone(), Duration::from_secs(5)));
     }
 
     fn start_consumer(&self, recorder: Recorder, config: &BusConfig) {
@@ -62,18 +72,27 @@ impl Bench {
     async fn commit_events(&self, ids: &[Uuid]) {
         for &order_id in ids {
             let mut tx = self.pool.begin().await.unwrap();
-            append(&mut tx, &ExpirationComplete { order_id }).await.unwrap();
+            append(&mut tx, &ExpirationComplete { order_id })
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
         }
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     async fn wait_for_count(&self, sql: &str, expected: i64) {
         let reached = eventually(WAIT, || async { self.count(sql).await == expected }).await;
-        assert!(reached, "`{sql}` is {} after {WAIT:?}, expected {expected}", self.count(sql).await);
+        assert!(
+            reached,
+            "`{sql}` is {} after {WAIT:?}, expected {expected}",
+            self.count(sql).await
+        );
     }
 
     async fn stream_messages(&self) -> u64 {
@@ -93,7 +112,11 @@ fn ids(n: usize) -> Vec<Uuid> {
 }
 
 fn config(max_deliveries: i64, ack_wait: Duration) -> BusConfig {
-    BusConfig { max_deliveries, ack_wait, ..BusConfig::new("unused") }
+    BusConfig {
+        max_deliveries,
+        ack_wait,
+        ..BusConfig::new("unused")
+    }
 }
 
 /// Records each `expiration.complete` in `handled`; can be told to fail (after doing
@@ -108,7 +131,12 @@ struct Recorder {
 
 impl Recorder {
     fn new(instance: &'static str) -> Self {
-        Self { instance, calls: Arc::default(), failures_left: Arc::default(), not_yet_left: Arc::default() }
+        Self {
+            instance,
+            calls: Arc::default(),
+            failures_left: Arc::default(),
+            not_yet_left: Arc::default(),
+        }
     }
 
     fn calls(&self) -> u32 {
@@ -144,13 +172,20 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_published() {
 
     let (dropped, kept) = (Uuid::new_v4(), Uuid::new_v4());
     let mut tx = bench.pool.begin().await.unwrap();
-    append(&mut tx, &ExpirationComplete { order_id: dropped }).await.unwrap();
+    append(&mut tx, &ExpirationComplete { order_id: dropped })
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     bench.commit_events(&[kept]).await;
 
-    let first = probe.next::<ExpirationComplete>(WAIT).await.expect("the committed event");
+    let first = probe
+        .next::<ExpirationComplete>(WAIT)
+        .await
+        .expect("the committed event");
     assert_eq!(first.event.order_id, kept);
-    probe.assert_quiet::<ExpirationComplete>(Duration::from_millis(1500)).await;
+    probe
+        .assert_quiet::<ExpirationComplete>(Duration::from_millis(1500))
+        .await;
     assert_eq!(bench.count("SELECT count(*) FROM outbox").await, 0);
     assert_eq!(bench.stream_messages().await, 1);
 }
@@ -166,8 +201,14 @@ async fn the_relay_publishes_in_commit_order_with_the_event_id_as_message_id() {
     let mut seen = Vec::new();
     let mut message_ids = std::collections::HashSet::new();
     while seen.len() < order.len() {
-        let observed = probe.next::<ExpirationComplete>(WAIT).await.expect("all events");
-        assert!(Uuid::parse_str(&observed.id).is_ok(), "Nats-Msg-Id is the event id");
+        let observed = probe
+            .next::<ExpirationComplete>(WAIT)
+            .await
+            .expect("all events");
+        assert!(
+            Uuid::parse_str(&observed.id).is_ok(),
+            "Nats-Msg-Id is the event id"
+        );
         message_ids.insert(observed.id);
         seen.push(observed.event.order_id);
     }
@@ -183,17 +224,27 @@ async fn events_committed_while_nats_is_down_are_published_after_it_restarts() {
     bench.start_relay();
     bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
     bench.commit_events(&ids(5)).await;
-    bench.wait_for_count("SELECT count(*) FROM handled", 5).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 5)
+        .await;
 
     bench.nats.stop().await;
     bench.commit_events(&ids(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(bench.count("SELECT count(*) FROM outbox").await, 20, "kept while NATS is down");
+    assert_eq!(
+        bench.count("SELECT count(*) FROM outbox").await,
+        20,
+        "kept while NATS is down"
+    );
 
     bench.nats.restart().await;
     bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
-    bench.wait_for_count("SELECT count(*) FROM handled", 25).await;
-    bench.wait_for_count("SELECT count(DISTINCT order_id) FROM handled", 25).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 25)
+        .await;
+    bench
+        .wait_for_count("SELECT count(DISTINCT order_id) FROM handled", 25)
+        .await;
 }
 
 #[tokio::test]
@@ -207,20 +258,42 @@ async fn a_duplicated_delivery_changes_state_once() {
         duplicate_window: Duration::from_millis(100),
         ..Default::default()
     };
-    bench.connection.jetstream.delete_stream(STREAM).await.unwrap();
-    bench.connection.jetstream.create_stream(config_).await.unwrap();
+    bench
+        .connection
+        .jetstream
+        .delete_stream(STREAM)
+        .await
+        .unwrap();
+    bench
+        .connection
+        .jetstream
+        .create_stream(config_)
+        .await
+        .unwrap();
 
-    let event = ExpirationComplete { order_id: Uuid::new_v4() };
+    let event = ExpirationComplete {
+        order_id: Uuid::new_v4(),
+    };
     let id = Uuid::new_v4().to_string();
     publish_raw(&bench.nats.url, &id, &event).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish_raw(&bench.nats.url, &id, &event).await;
-    assert_eq!(bench.stream_messages().await, 2, "both copies are in the stream");
+    assert_eq!(
+        bench.stream_messages().await,
+        2,
+        "both copies are in the stream"
+    );
 
     let recorder = Recorder::new("a");
     bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
-    let consumer =
-        durable(&bench.connection, SERVICE, Subject::ExpirationComplete, Duration::from_secs(5)).await.unwrap();
+    let consumer = durable(
+        &bench.connection,
+        SERVICE,
+        Subject::ExpirationComplete,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let all_acknowledged = eventually(WAIT, || {
         let mut consumer = consumer.clone();
         async move {
@@ -229,9 +302,16 @@ async fn a_duplicated_delivery_changes_state_once() {
         }
     })
     .await;
-    assert!(all_acknowledged, "both deliveries were handled and acknowledged");
+    assert!(
+        all_acknowledged,
+        "both deliveries were handled and acknowledged"
+    );
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
-    assert_eq!(recorder.calls(), 1, "the duplicate never reached the listener");
+    assert_eq!(
+        recorder.calls(),
+        1,
+        "the duplicate never reached the listener"
+    );
 }
 
 #[tokio::test]
@@ -245,9 +325,19 @@ async fn a_failing_handler_is_redelivered_and_then_succeeds_once() {
     let id = Uuid::new_v4();
     bench.commit_events(&[id]).await;
 
-    bench.wait_for_count("SELECT count(*) FROM processed_events", 1).await;
-    assert_eq!(recorder.calls(), 5, "two failures, two not-yets, one success");
-    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1, "failed attempts were rolled back");
+    bench
+        .wait_for_count("SELECT count(*) FROM processed_events", 1)
+        .await;
+    assert_eq!(
+        recorder.calls(),
+        5,
+        "two failures, two not-yets, one success"
+    );
+    assert_eq!(
+        bench.count("SELECT count(*) FROM handled").await,
+        1,
+        "failed attempts were rolled back"
+    );
     assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
 }
 
@@ -261,13 +351,27 @@ async fn two_instances_of_one_durable_split_the_events_without_double_handling()
     bench.start_relay();
     bench.commit_events(&ids(400)).await;
 
-    bench.wait_for_count("SELECT count(*) FROM handled", 400).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 400)
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 400);
-    assert_eq!(bench.count("SELECT count(DISTINCT order_id) FROM handled").await, 400);
-    let by_a = bench.count("SELECT count(*) FROM handled WHERE instance = 'a'").await;
-    let by_b = bench.count("SELECT count(*) FROM handled WHERE instance = 'b'").await;
-    assert!(by_a > 0 && by_b > 0, "both instances took part: a={by_a} b={by_b}");
+    assert_eq!(
+        bench
+            .count("SELECT count(DISTINCT order_id) FROM handled")
+            .await,
+        400
+    );
+    let by_a = bench
+        .count("SELECT count(*) FROM handled WHERE instance = 'a'")
+        .await;
+    let by_b = bench
+        .count("SELECT count(*) FROM handled WHERE instance = 'b'")
+        .await;
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both instances took part: a={by_a} b={by_b}"
+    );
     assert_eq!(u64::from(a.calls() + b.calls()), 400);
 }
 
@@ -281,9 +385,14 @@ async fn an_event_that_keeps_failing_is_parked_not_dropped() {
     let id = Uuid::new_v4();
     bench.commit_events(&[id]).await;
 
-    bench.wait_for_count("SELECT count(*) FROM parked_events", 1).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
     let (payload, deliveries, error): (String, i64, String) =
-        sqlx::query_as("SELECT payload, deliveries, error FROM parked_events").fetch_one(&bench.pool).await.unwrap();
+        sqlx::query_as("SELECT payload, deliveries, error FROM parked_events")
+            .fetch_one(&bench.pool)
+            .await
+            .unwrap();
     assert!(payload.contains(&id.to_string()));
     assert_eq!(deliveries, 3);
     assert!(error.contains("injected failure"), "{error}");
@@ -297,8 +406,9 @@ async fn an_unreadable_event_is_parked_at_once() {
     let bench = Bench::start().await;
     let recorder = Recorder::new("a");
     bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
-    let publish =
-        jetstream::message::PublishMessage::build().payload("{\"orderId\": \"not-a-uuid\"}".into()).message_id("bad-1");
+    let publish = jetstream::message::PublishMessage::build()
+        .payload("{\"orderId\": \"not-a-uuid\"}".into())
+        .message_id("bad-1");
     bench
         .connection
         .jetstream
@@ -308,7 +418,12 @@ async fn an_unreadable_event_is_parked_at_once() {
         .await
         .unwrap();
 
-    bench.wait_for_count("SELECT count(*) FROM parked_events WHERE event_id = 'bad-1' AND deliveries = 1", 1).await;
+    bench
+        .wait_for_count(
+            "SELECT count(*) FROM parked_events WHERE event_id = 'bad-1' AND deliveries = 1",
+            1,
+        )
+        .await;
     assert_eq!(recorder.calls(), 0);
 }
 
@@ -316,7 +431,14 @@ async fn an_unreadable_event_is_parked_at_once() {
 async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_changes_nothing() {
     let bench = Bench::start().await;
     let ack_wait = Duration::from_secs(1);
-    let consumer = durable(&bench.connection, SERVICE, Subject::ExpirationComplete, ack_wait).await.unwrap();
+    let consumer = durable(
+        &bench.connection,
+        SERVICE,
+        Subject::ExpirationComplete,
+        ack_wait,
+    )
+    .await
+    .unwrap();
     let order_id = Uuid::new_v4();
     publish_raw(&bench.nats.url, "evt-1", &ExpirationComplete { order_id }).await;
 
@@ -325,7 +447,10 @@ async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_chan
     let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
     let message = batch.next().await.unwrap().unwrap();
     let event: ExpirationComplete = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(apply(&bench.pool, &recorder, "evt-1", event).await.unwrap(), Outcome::Done);
+    assert_eq!(
+        apply(&bench.pool, &recorder, "evt-1", event).await.unwrap(),
+        Outcome::Done
+    );
     drop(message);
 
     // A healthy instance gets the redelivery once the ack wait has passed.
@@ -341,7 +466,11 @@ async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_chan
     .await;
     assert!(settled, "the redelivery was acknowledged");
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
-    assert_eq!(healthy.calls(), 0, "the redelivery was recognised as handled");
+    assert_eq!(
+        healthy.calls(),
+        0,
+        "the redelivery was recognised as handled"
+    );
 }
 
 #[tokio::test]

@@ -24,7 +24,10 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().map_or(500, |a| a.parse().unwrap());
     let window: u64 = args.next().map_or(5, |a| a.parse().unwrap());
-    let stack = Stack::start(Options { expiration_window: Duration::from_secs(window) }).await;
+    let stack = Stack::start(Options {
+        expiration_window: Duration::from_secs(window),
+    })
+    .await;
     let seller = stack.sign_up("seller@bench.io").await;
     let buyer = stack.sign_up("buyer@bench.io").await;
     let mut probe = EventProbe::subscribe(&stack.nats.url, Subject::ExpirationComplete).await;
@@ -32,7 +35,11 @@ async fn main() {
     let tickets: Vec<_> = futures::stream::iter(0..count)
         .map(|n| {
             let (stack, seller) = (&stack, &seller);
-            async move { stack.create_ticket(seller, &format!("t{n}"), json!(10)).await }
+            async move {
+                stack
+                    .create_ticket(seller, &format!("t{n}"), json!(10))
+                    .await
+            }
         })
         .buffer_unordered(8)
         .collect()
@@ -44,15 +51,19 @@ async fn main() {
     let mut expires_at = HashMap::new();
     for ticket in &tickets {
         let order = stack.order(&buyer, &ticket["id"]).await.expect(201);
-        let at = chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap()).unwrap().to_utc();
+        let at = chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap())
+            .unwrap()
+            .to_utc();
         expires_at.insert(Uuid::parse_str(order["id"].as_str().unwrap()).unwrap(), at);
     }
 
     let mut lateness_ms = Vec::new();
     let mut early = 0;
     while lateness_ms.len() < count {
-        let fired =
-            probe.next::<ExpirationComplete>(Duration::from_secs(window + 30)).await.expect("every order expires");
+        let fired = probe
+            .next::<ExpirationComplete>(Duration::from_secs(window + 30))
+            .await
+            .expect("every order expires");
         let late = chrono::Utc::now() - expires_at[&fired.event.order_id];
         if late < chrono::TimeDelta::zero() {
             early += 1;

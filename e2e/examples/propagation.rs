@@ -36,7 +36,9 @@ async fn main() {
         .map(|n| {
             let (stack, seller) = (&stack, &seller);
             async move {
-                let ticket = stack.create_ticket(seller, &format!("t{n}"), json!(10)).await;
+                let ticket = stack
+                    .create_ticket(seller, &format!("t{n}"), json!(10))
+                    .await;
                 Uuid::parse_str(ticket["id"].as_str().unwrap()).unwrap()
             }
         })
@@ -47,32 +49,42 @@ async fn main() {
     let expected = i64::try_from(count).unwrap();
     wait_until(
         || async {
-            let replicated: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM tickets").fetch_one(&stack.orders.pool).await.unwrap();
+            let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+                .fetch_one(&stack.orders.pool)
+                .await
+                .unwrap();
             (replicated == expected).then_some(())
         },
         "every ticket to be replicated",
     )
     .await;
 
-    let created: HashMap<Uuid, f64> =
-        sqlx::query_as::<_, (Uuid, f64)>("SELECT id, extract(epoch FROM created_at)::float8 FROM tickets")
-            .fetch_all(&stack.tickets.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    let replicated: HashMap<Uuid, f64> =
-        sqlx::query_as::<_, (Uuid, f64)>("SELECT id, extract(epoch FROM replicated_at)::float8 FROM tickets")
-            .fetch_all(&stack.orders.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    let delays_ms: Vec<f64> = ids.iter().map(|id| (replicated[id] - created[id]) * 1e3).collect();
+    let created: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
+        "SELECT id, extract(epoch FROM created_at)::float8 FROM tickets",
+    )
+    .fetch_all(&stack.tickets.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let replicated: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
+        "SELECT id, extract(epoch FROM replicated_at)::float8 FROM tickets",
+    )
+    .fetch_all(&stack.orders.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let delays_ms: Vec<f64> = ids
+        .iter()
+        .map(|id| (replicated[id] - created[id]) * 1e3)
+        .collect();
     let propagation = Percentiles::of(delays_ms);
     let baseline = Percentiles::of(jetstream_round_trips(&stack.nats.url, count).await);
-    println!("tickets={count} concurrency={concurrency} created_in={:.2}s", created_in.as_secs_f64());
+    println!(
+        "tickets={count} concurrency={concurrency} created_in={:.2}s",
+        created_in.as_secs_f64()
+    );
     println!("propagation ms:               {propagation}");
     println!("baseline JetStream trip ms:   {baseline}");
     println!(
@@ -92,14 +104,25 @@ struct Percentiles {
 impl Percentiles {
     fn of(mut samples: Vec<f64>) -> Self {
         samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-        Self { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1.0) }
+        let at = |q: f64| {
+            samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Self {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
     }
 }
 
 impl std::fmt::Display for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "p50={:.2} p90={:.2} p99={:.2} max={:.2}", self.p50, self.p90, self.p99, self.max)
+        write!(
+            f,
+            "p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+            self.p50, self.p90, self.p99, self.max
+        )
     }
 }
 
@@ -116,14 +139,22 @@ async fn jetstream_round_trips(url: &str, count: usize) -> Vec<f64> {
         .await
         .unwrap();
     let consumer = stream
-        .create_consumer(pull::Config { durable_name: Some("baseline".into()), ..Default::default() })
+        .create_consumer(pull::Config {
+            durable_name: Some("baseline".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut trips = Vec::with_capacity(count);
     for n in 0..count {
         let started = Instant::now();
-        jetstream.publish("baseline", n.to_string().into()).await.unwrap().await.unwrap();
+        jetstream
+            .publish("baseline", n.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         let message = messages.next().await.unwrap().unwrap();
         message.ack().await.unwrap();
         trips.push(started.elapsed().as_secs_f64() * 1e3);

@@ -21,7 +21,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { expiration_window: Duration::from_secs(900) }
+        Self {
+            expiration_window: Duration::from_secs(900),
+        }
     }
 }
 
@@ -47,7 +49,10 @@ pub struct Stack {
 pub const STRIPE_KEY: &str = "sk_test_e2e";
 
 fn bus(nats: &TestNats) -> BusConfig {
-    BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) }
+    BusConfig {
+        ack_wait: Duration::from_secs(2),
+        ..BusConfig::new(&nats.url)
+    }
 }
 
 async fn start<F, Fut>(run: F) -> Running
@@ -60,7 +65,11 @@ where
     let server = TestServer::start(|listener, shutdown| run(http, listener, shutdown)).await;
     server.ready().await;
     let pool = PgPool::connect(&database.url).await.unwrap();
-    Running { server, database, pool }
+    Running {
+        server,
+        database,
+        pool,
+    }
 }
 
 impl Stack {
@@ -69,22 +78,61 @@ impl Stack {
         let jwt_key = Secret::new(JWT_KEY);
         let auth = start(|http, l, s| {
             let session_ttl = Duration::from_secs(3600);
-            auth::run(auth::Config { http, jwt_key: jwt_key.clone(), session_ttl, cookie_secure: false }, l, s)
+            auth::run(
+                auth::Config {
+                    http,
+                    jwt_key: jwt_key.clone(),
+                    session_ttl,
+                    cookie_secure: false,
+                },
+                l,
+                s,
+            )
         })
         .await;
-        let tickets =
-            start(|http, l, s| tickets::run(tickets::Config { http, bus: bus(&nats), jwt_key: jwt_key.clone() }, l, s))
-                .await;
+        let tickets = start(|http, l, s| {
+            tickets::run(
+                tickets::Config {
+                    http,
+                    bus: bus(&nats),
+                    jwt_key: jwt_key.clone(),
+                },
+                l,
+                s,
+            )
+        })
+        .await;
         let orders = start(|http, l, s| {
             let expiration_window = options.expiration_window;
-            orders::run(orders::Config { http, bus: bus(&nats), jwt_key: jwt_key.clone(), expiration_window }, l, s)
+            orders::run(
+                orders::Config {
+                    http,
+                    bus: bus(&nats),
+                    jwt_key: jwt_key.clone(),
+                    expiration_window,
+                },
+                l,
+                s,
+            )
         })
         .await;
-        let expiration = start(|http, l, s| expiration::run(expiration::Config { http, bus: bus(&nats) }, l, s)).await;
+        let expiration = start(|http, l, s| {
+            expiration::run(
+                expiration::Config {
+                    http,
+                    bus: bus(&nats),
+                },
+                l,
+                s,
+            )
+        })
+        .await;
         let stripe = StandIn::new(Some(STRIPE_KEY.into()));
         let router = stripe.router();
         let stripe_server = TestServer::start(|listener, shutdown| async move {
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await?;
             Ok(())
         })
         .await;
@@ -105,7 +153,16 @@ impl Stack {
             payments::run(config, l, s)
         })
         .await;
-        Self { nats, auth, tickets, orders, expiration, payments, stripe, stripe_server }
+        Self {
+            nats,
+            auth,
+            tickets,
+            orders,
+            expiration,
+            payments,
+            stripe,
+            stripe_server,
+        }
     }
 
     /// Signs up a new user; returns the session cookie.
@@ -126,7 +183,11 @@ impl Stack {
 
     pub async fn create_ticket(&self, cookie: &str, title: &str, price: Value) -> Value {
         let body = json!({"title": title, "price": price});
-        self.tickets.server.post("/api/tickets", Some(cookie), body).await.expect(201)
+        self.tickets
+            .server
+            .post("/api/tickets", Some(cookie), body)
+            .await
+            .expect(201)
     }
 
     pub async fn ticket(&self, id: &Value) -> Value {
@@ -135,7 +196,14 @@ impl Stack {
     }
 
     pub async fn order(&self, cookie: &str, ticket_id: &Value) -> TestResponse {
-        self.orders.server.post("/api/orders", Some(cookie), json!({ "ticketId": ticket_id })).await
+        self.orders
+            .server
+            .post(
+                "/api/orders",
+                Some(cookie),
+                json!({ "ticketId": ticket_id }),
+            )
+            .await
     }
 
     /// The orders service's replica of a ticket: (version, title, price in cents).
@@ -148,17 +216,36 @@ impl Stack {
             .unwrap()
     }
 
-    pub async fn wait_for_replica_version(&self, ticket_id: &Value, version: i64) -> (i64, String, i64) {
-        wait_until(|| async { self.replica(ticket_id).await.filter(|r| r.0 == version) }, "the replica version").await
+    pub async fn wait_for_replica_version(
+        &self,
+        ticket_id: &Value,
+        version: i64,
+    ) -> (i64, String, i64) {
+        wait_until(
+            || async { self.replica(ticket_id).await.filter(|r| r.0 == version) },
+            "the replica version",
+        )
+        .await
     }
 
     pub async fn order_status(&self, cookie: &str, order_id: &Value) -> String {
         let path = format!("/api/orders/{}", order_id.as_str().unwrap());
-        self.orders.server.get(&path, Some(cookie)).await.expect(200)["status"].as_str().unwrap().to_owned()
+        self.orders
+            .server
+            .get(&path, Some(cookie))
+            .await
+            .expect(200)["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn wait_for_order_status(&self, cookie: &str, order_id: &Value, status: &str) {
-        wait_until(|| async { (self.order_status(cookie, order_id).await == status).then_some(()) }, status).await;
+        wait_until(
+            || async { (self.order_status(cookie, order_id).await == status).then_some(()) },
+            status,
+        )
+        .await;
     }
 
     /// Pays for an order, waiting (as a client would, retrying) for the payments
@@ -167,7 +254,11 @@ impl Stack {
         let body = json!({"token": token, "orderId": order_id});
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let response = self.payments.server.post("/api/payments", Some(cookie), body.clone()).await;
+            let response = self
+                .payments
+                .server
+                .post("/api/payments", Some(cookie), body.clone())
+                .await;
             if response.status != 404 || tokio::time::Instant::now() > deadline {
                 return response;
             }
@@ -176,7 +267,11 @@ impl Stack {
     }
 
     pub async fn wait_for_ticket(&self, id: &Value, check: impl Fn(&Value) -> bool) -> Value {
-        wait_until(|| async { Some(self.ticket(id).await).filter(|t| check(t)) }, "the ticket state").await
+        wait_until(
+            || async { Some(self.ticket(id).await).filter(|t| check(t)) },
+            "the ticket state",
+        )
+        .await
     }
 }
 
@@ -191,7 +286,10 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

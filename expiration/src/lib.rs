@@ -32,15 +32,24 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self { http: HttpConfig::from_env()?, bus: BusConfig::from_env()? })
+        Ok(Self {
+            http: HttpConfig::from_env()?,
+            bus: BusConfig::from_env()?,
+        })
     }
 }
 
 /// Connects, migrates, schedules and serves health until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let app = common::http::app(axum::Router::new(), backend.readiness());
-    let consumers = backend.consumers(SERVICE, &config.bus).listen(order_created::OrderCreatedListener);
+    let consumers = backend
+        .consumers(SERVICE, &config.bus)
+        .listen(order_created::OrderCreatedListener);
     let pool = backend.pool.clone();
     backend
         .service(SERVICE, app, consumers)

@@ -42,7 +42,13 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
     .fetch_all(&mut *tx)
     .await?;
     for (order_id, _) in &fired {
-        append(&mut tx, &ExpirationComplete { order_id: *order_id }).await?;
+        append(
+            &mut tx,
+            &ExpirationComplete {
+                order_id: *order_id,
+            },
+        )
+        .await?;
     }
     tx.commit().await?;
     for (_, lateness) in &fired {

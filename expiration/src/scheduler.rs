@@ -29,7 +29,10 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
                 }
             },
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "scheduler: firing due entries failed; retrying");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "scheduler: firing due entries failed; retrying"
+                );
                 Duration::from_secs(1)
             }
         };

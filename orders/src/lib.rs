@@ -58,7 +58,11 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let state = AppState {
         pool: backend.pool.clone(),
@@ -72,5 +76,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .listen(events::TicketUpdatedListener)
         .listen(events::ExpirationCompleteListener)
         .listen(events::PaymentCreatedListener);
-    backend.service(SERVICE, app, consumers).run(listener, shutdown).await
+    backend
+        .service(SERVICE, app, consumers)
+        .run(listener, shutdown)
+        .await
 }

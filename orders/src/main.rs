@@ -4,5 +4,8 @@ use common::config::load_or_exit;
 async fn main() -> anyhow::Result<()> {
     let config = load_or_exit(orders::Config::from_env);
     let (port, grace) = (config.http.port, config.http.shutdown_grace);
-    common::server::launch(port, grace, |listener, shutdown| orders::run(config, listener, shutdown)).await
+    common::server::launch(port, grace, |listener, shutdown| {
+        orders::run(config, listener, shutdown)
+    })
+    .await
 }

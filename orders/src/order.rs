@@ -1,7 +1,9 @@
 //! Orders, the ticket replica, and their queries.
 
 use common::db::Tx;
-use common::events::{OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef, append};
+use common::events::{
+    OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef, append,
+};
 use common::money::Price;
 use common::time::Timestamp;
 use serde::Serialize;
@@ -110,8 +112,7 @@ impl From<OrderRow> for Order {
     }
 }
 
-const COLUMNS: &str =
-    "id, user_id, status, expires_at, version, ticket_id, ticket_title, ticket_price_cents, ticket_version";
+const COLUMNS: &str = "id, user_id, status, expires_at, version, ticket_id, ticket_title, ticket_price_cents, ticket_version";
 
 fn select(clause: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders {clause}"))
@@ -145,23 +146,30 @@ impl Order {
     }
 
     pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Order>> {
-        let row: Option<OrderRow> = sqlx::query_as(select("WHERE id = $1")).bind(id).fetch_optional(db).await?;
+        let row: Option<OrderRow> = sqlx::query_as(select("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
         Ok(row.map(Order::from))
     }
 
     /// The order, locked until the transaction ends: its transitions are serialised.
     pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<Order>> {
-        let row: Option<OrderRow> =
-            sqlx::query_as(select("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut **tx).await?;
+        let row: Option<OrderRow> = sqlx::query_as(select("WHERE id = $1 FOR UPDATE"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
         Ok(row.map(Order::from))
     }
 
     /// A user's orders, newest first.
     pub async fn of_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<Order>> {
-        let rows: Vec<OrderRow> = sqlx::query_as(select("WHERE user_id = $1 ORDER BY created_at DESC, id DESC"))
-            .bind(user_id)
-            .fetch_all(db)
-            .await?;
+        let rows: Vec<OrderRow> = sqlx::query_as(select(
+            "WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+        ))
+        .bind(user_id)
+        .fetch_all(db)
+        .await?;
         Ok(rows.into_iter().map(Order::from).collect())
     }
 
@@ -196,11 +204,18 @@ impl Order {
             status: self.status,
             user_id: self.user_id,
             expires_at: self.expires_at,
-            ticket: OrderCreatedTicket { id: self.ticket.id, price: self.ticket.price },
+            ticket: OrderCreatedTicket {
+                id: self.ticket.id,
+                price: self.ticket.price,
+            },
         }
     }
 
     pub fn cancelled_event(&self) -> OrderCancelled {
-        OrderCancelled { id: self.id, version: self.version, ticket: TicketRef { id: self.ticket.id } }
+        OrderCancelled {
+            id: self.id,
+            version: self.version,
+            ticket: TicketRef { id: self.ticket.id },
+        }
     }
 }

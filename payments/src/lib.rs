@@ -69,17 +69,26 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let stripe = Stripe::new(&config.stripe)?;
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let payments = Payments::new(backend.pool.clone(), stripe);
-    let state =
-        AppState { pool: backend.pool.clone(), keys: SessionKeys::reader(&config.jwt_key), payments: payments.clone() };
+    let state = AppState {
+        pool: backend.pool.clone(),
+        keys: SessionKeys::reader(&config.jwt_key),
+        payments: payments.clone(),
+    };
     let app = common::http::app(routes::router(state), backend.readiness());
     let consumers = backend
         .consumers(SERVICE, &config.bus)
         .listen(events::OrderCreatedListener)
-        .listen(events::OrderCancelledListener { payments: payments.clone() });
+        .listen(events::OrderCancelledListener {
+            payments: payments.clone(),
+        });
     let reconcile_after = config.reconcile_after;
     backend
         .service(SERVICE, app, consumers)

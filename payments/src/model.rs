@@ -36,10 +36,12 @@ impl Order {
     /// The order, locked until the transaction ends. Every decision about its money
     /// takes this lock first.
     pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<Order>> {
-        sqlx::query_as("SELECT id, user_id, status, price_cents, version FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
+        sqlx::query_as(
+            "SELECT id, user_id, status, price_cents, version FROM orders WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
     }
 
     pub async fn mark_cancelled(tx: &mut Tx, id: Uuid, version: i64) -> sqlx::Result<()> {
@@ -86,7 +88,8 @@ pub struct Charge {
     pub failure_message: Option<String>,
 }
 
-const COLUMNS: &str = "id, order_id, status, amount_cents, source, stripe_id, stripe_refund_id, failure_message";
+const COLUMNS: &str =
+    "id, order_id, status, amount_cents, source, stripe_id, stripe_refund_id, failure_message";
 
 impl Charge {
     /// The id of the attempt to pay `order_id` with the card token `source`: the same
@@ -122,10 +125,12 @@ impl Charge {
     }
 
     pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Charge> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM charges WHERE id = $1 FOR UPDATE")))
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM charges WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
     }
 
     /// The completed, unrefunded charge of an order, if any.
@@ -172,7 +177,12 @@ impl Charge {
     }
 
     /// Records a completed charge, with its refund if it was refunded.
-    pub async fn mark_completed(tx: &mut Tx, id: Uuid, stripe_id: &str, refund_id: Option<&str>) -> sqlx::Result<()> {
+    pub async fn mark_completed(
+        tx: &mut Tx,
+        id: Uuid,
+        stripe_id: &str,
+        refund_id: Option<&str>,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "UPDATE charges SET status = 'completed', stripe_id = $2, stripe_refund_id = $3,
              failure_message = NULL, updated_at = clock_timestamp() WHERE id = $1",

@@ -68,7 +68,9 @@ impl From<SettleError> for common::Error {
         match error {
             SettleError::Stripe(StripeError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "payment provider unavailable");
-                common::Error::BadGateway("The payment provider is unavailable; please try again".into())
+                common::Error::BadGateway(
+                    "The payment provider is unavailable; please try again".into(),
+                )
             }
             SettleError::Stripe(other) => common::Error::Internal(other.into()),
             SettleError::Internal(other) => common::Error::Internal(other),
@@ -83,14 +85,23 @@ impl Payments {
 
     /// Checks that `user_id` may pay for `order_id` now and records the attempt (or
     /// finds the one this same request recorded before).
-    pub async fn begin(&self, user_id: Uuid, order_id: Uuid, source: &str) -> common::Result<Charge> {
+    pub async fn begin(
+        &self,
+        user_id: Uuid,
+        order_id: Uuid,
+        source: &str,
+    ) -> common::Result<Charge> {
         let mut tx = self.pool.begin().await?;
-        let order = Order::lock(&mut tx, order_id).await?.ok_or(common::Error::NotFound)?;
+        let order = Order::lock(&mut tx, order_id)
+            .await?
+            .ok_or(common::Error::NotFound)?;
         if order.user_id != user_id {
             return Err(common::Error::NotAuthorized);
         }
         if order.status == OrderStatus::Cancelled {
-            return Err(common::Error::bad_request("Cannot pay for an cancelled order"));
+            return Err(common::Error::bad_request(
+                "Cannot pay for an cancelled order",
+            ));
         }
         if Charge::kept(&mut *tx, order.id).await?.is_some() {
             return Err(common::Error::bad_request("Order has already been paid"));
@@ -106,10 +117,15 @@ impl Payments {
         if charge.status != ChargeStatus::Created {
             return self.recorded(charge).await;
         }
-        let outcome = self.stripe.charge(charge.amount_cents, &charge.source, &charge.charge_key()).await?;
+        let outcome = self
+            .stripe
+            .charge(charge.amount_cents, &charge.source, &charge.charge_key())
+            .await?;
 
         let mut tx = self.pool.begin().await?;
-        let order = Order::lock(&mut tx, charge.order_id).await?.context("the charged order is gone")?;
+        let order = Order::lock(&mut tx, charge.order_id)
+            .await?
+            .context("the charged order is gone")?;
         let current = Charge::lock(&mut tx, charge.id).await?;
         if current.status != ChargeStatus::Created {
             drop(tx);
@@ -120,10 +136,14 @@ impl Payments {
                 Charge::mark_failed(&mut tx, charge.id, &message).await?;
                 Settled::Declined { message }
             }
-            ChargeOutcome::Succeeded { stripe_id } => self.keep_or_refund(&mut tx, &order, charge, &stripe_id).await?,
+            ChargeOutcome::Succeeded { stripe_id } => {
+                self.keep_or_refund(&mut tx, &order, charge, &stripe_id)
+                    .await?
+            }
         };
         tx.commit().await?;
-        metrics::counter!("charges_settled_total", "outcome" => outcome_label(&settled)).increment(1);
+        metrics::counter!("charges_settled_total", "outcome" => outcome_label(&settled))
+            .increment(1);
         Ok(settled)
     }
 
@@ -144,9 +164,15 @@ impl Payments {
         match refusal {
             None => {
                 Charge::mark_completed(tx, charge.id, stripe_id, None).await?;
-                let payment = PaymentCreated { id: charge.id, order_id: order.id, stripe_id: stripe_id.to_owned() };
+                let payment = PaymentCreated {
+                    id: charge.id,
+                    order_id: order.id,
+                    stripe_id: stripe_id.to_owned(),
+                };
                 append(tx, &payment).await?;
-                Ok(Settled::Paid { charge_id: charge.id })
+                Ok(Settled::Paid {
+                    charge_id: charge.id,
+                })
             }
             Some(reason) => {
                 let refund_id = self.stripe.refund(stripe_id, &charge.refund_key()).await?;
@@ -160,27 +186,40 @@ impl Payments {
     /// What an already settled attempt came to.
     async fn recorded(&self, charge: &Charge) -> Result<Settled, SettleError> {
         Ok(match (charge.status, &charge.stripe_refund_id) {
-            (ChargeStatus::Completed, None) => Settled::Paid { charge_id: charge.id },
+            (ChargeStatus::Completed, None) => Settled::Paid {
+                charge_id: charge.id,
+            },
             (ChargeStatus::Completed, Some(_)) => {
                 let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
                     .bind(charge.order_id)
                     .fetch_one(&self.pool)
                     .await?;
-                let reason =
-                    if status == OrderStatus::Cancelled.as_str() { Refusal::Cancelled } else { Refusal::AlreadyPaid };
+                let reason = if status == OrderStatus::Cancelled.as_str() {
+                    Refusal::Cancelled
+                } else {
+                    Refusal::AlreadyPaid
+                };
                 Settled::Refunded { reason }
             }
-            (ChargeStatus::Failed | ChargeStatus::Created, _) => {
-                Settled::Declined { message: charge.failure_message.clone().unwrap_or_else(|| "Payment failed".into()) }
-            }
+            (ChargeStatus::Failed | ChargeStatus::Created, _) => Settled::Declined {
+                message: charge
+                    .failure_message
+                    .clone()
+                    .unwrap_or_else(|| "Payment failed".into()),
+            },
         })
     }
 
     /// Refunds the kept charge of an order being cancelled, inside the caller's
     /// transaction (which holds the order's lock).
     pub async fn refund_kept(&self, tx: &mut Tx, order_id: Uuid) -> Result<(), SettleError> {
-        let Some(charge) = Charge::kept(&mut **tx, order_id).await? else { return Ok(()) };
-        let stripe_id = charge.stripe_id.as_deref().context("a completed charge without a Stripe id")?;
+        let Some(charge) = Charge::kept(&mut **tx, order_id).await? else {
+            return Ok(());
+        };
+        let stripe_id = charge
+            .stripe_id
+            .as_deref()
+            .context("a completed charge without a Stripe id")?;
         let refund_id = self.stripe.refund(stripe_id, &charge.refund_key()).await?;
         Charge::mark_refunded(tx, charge.id, &refund_id).await?;
         metrics::counter!("charges_refunded_total", "reason" => "order_cancelled").increment(1);
@@ -192,7 +231,9 @@ impl Payments {
     /// failed before.
     pub async fn refund_cancelled(&self, order_id: Uuid) -> Result<(), SettleError> {
         let mut tx = self.pool.begin().await?;
-        let order = Order::lock(&mut tx, order_id).await?.context("the order is gone")?;
+        let order = Order::lock(&mut tx, order_id)
+            .await?
+            .context("the order is gone")?;
         if order.status == OrderStatus::Cancelled {
             self.refund_kept(&mut tx, order_id).await?;
         }

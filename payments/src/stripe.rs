@@ -106,22 +106,38 @@ impl Stripe {
         source: &str,
         idempotency_key: &str,
     ) -> Result<ChargeOutcome, StripeError> {
-        let form =
-            [("amount", amount_cents.to_string()), ("currency", self.currency.clone()), ("source", source.to_owned())];
+        let form = [
+            ("amount", amount_cents.to_string()),
+            ("currency", self.currency.clone()),
+            ("source", source.to_owned()),
+        ];
         match self.post("/v1/charges", &form, idempotency_key).await {
-            Ok(created) => Ok(ChargeOutcome::Succeeded { stripe_id: created.id }),
+            Ok(created) => Ok(ChargeOutcome::Succeeded {
+                stripe_id: created.id,
+            }),
             Err(StripeError::Refused(message)) => Ok(ChargeOutcome::Declined { message }),
             Err(error) => Err(error),
         }
     }
 
     /// Refunds a whole charge; returns the refund's id.
-    pub async fn refund(&self, stripe_charge_id: &str, idempotency_key: &str) -> Result<String, StripeError> {
+    pub async fn refund(
+        &self,
+        stripe_charge_id: &str,
+        idempotency_key: &str,
+    ) -> Result<String, StripeError> {
         let form = [("charge", stripe_charge_id.to_owned())];
-        self.post("/v1/refunds", &form, idempotency_key).await.map(|created| created.id)
+        self.post("/v1/refunds", &form, idempotency_key)
+            .await
+            .map(|created| created.id)
     }
 
-    async fn post(&self, path: &str, form: &[(&str, String)], idempotency_key: &str) -> Result<Created, StripeError> {
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, String)],
+        idempotency_key: &str,
+    ) -> Result<Created, StripeError> {
         let started = std::time::Instant::now();
         let response = self
             .http
@@ -132,10 +148,13 @@ impl Stripe {
             .send()
             .await;
         let outcome = match response {
-            Err(error) if error.is_timeout() => {
-                Err(StripeError::Unavailable(format!("no answer within the timeout ({path})")))
-            }
-            Err(error) => Err(StripeError::Unavailable(format!("{path}: {}", error.without_url()))),
+            Err(error) if error.is_timeout() => Err(StripeError::Unavailable(format!(
+                "no answer within the timeout ({path})"
+            ))),
+            Err(error) => Err(StripeError::Unavailable(format!(
+                "{path}: {}",
+                error.without_url()
+            ))),
             Ok(response) => read(response).await,
         };
         let label = match &outcome {
@@ -152,18 +171,26 @@ impl Stripe {
 
 async fn read(response: reqwest::Response) -> Result<Created, StripeError> {
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| StripeError::Unavailable(format!("reading the answer: {e}")))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| StripeError::Unavailable(format!("reading the answer: {e}")))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes)
             .map_err(|e| StripeError::Unavailable(format!("unexpected answer from Stripe: {e}")));
     }
-    let detail = serde_json::from_slice::<ErrorBody>(&bytes).ok().map(|body| body.error);
-    let message =
-        detail.as_ref().and_then(|d| d.message.clone()).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+    let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+        .ok()
+        .map(|body| body.error);
+    let message = detail
+        .as_ref()
+        .and_then(|d| d.message.clone())
+        .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 409 {
         return Err(StripeError::Unavailable(message));
     }
-    if status.as_u16() == 401 || detail.and_then(|d| d.kind).as_deref() == Some("idempotency_error") {
+    if status.as_u16() == 401 || detail.and_then(|d| d.kind).as_deref() == Some("idempotency_error")
+    {
         return Err(StripeError::Misconfigured(message));
     }
     Err(StripeError::Refused(message))

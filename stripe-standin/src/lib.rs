@@ -92,7 +92,11 @@ pub struct StandIn {
 impl StandIn {
     /// `key`: the only accepted bearer key; `None` accepts any `sk_test_` key.
     pub fn new(key: Option<String>) -> Self {
-        Self { key, ledger: Arc::default(), idempotency: Arc::default() }
+        Self {
+            key,
+            ledger: Arc::default(),
+            idempotency: Arc::default(),
+        }
     }
 
     pub fn router(&self) -> Router {
@@ -101,14 +105,22 @@ impl StandIn {
             .route("/v1/refunds", post(refunds))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
-            .route("/__control/charges", get(|State(s): State<StandIn>| async move { axum::Json(s.charges()) }))
-            .route("/__control/refunds", get(|State(s): State<StandIn>| async move { axum::Json(s.refunds()) }))
+            .route(
+                "/__control/charges",
+                get(|State(s): State<StandIn>| async move { axum::Json(s.charges()) }),
+            )
+            .route(
+                "/__control/refunds",
+                get(|State(s): State<StandIn>| async move { axum::Json(s.refunds()) }),
+            )
             .route(
                 "/__control/fault",
-                post(|State(s): State<StandIn>, axum::Json(fault): axum::Json<Fault>| async move {
-                    s.set_fault(fault);
-                    StatusCode::NO_CONTENT
-                }),
+                post(
+                    |State(s): State<StandIn>, axum::Json(fault): axum::Json<Fault>| async move {
+                        s.set_fault(fault);
+                        StatusCode::NO_CONTENT
+                    },
+                ),
             )
             .with_state(self.clone())
     }
@@ -126,13 +138,17 @@ impl StandIn {
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes one use of the current fault, if any.
     fn take_fault(&self) -> FaultMode {
         let mut ledger = self.ledger();
-        let Some(fault) = ledger.fault.as_mut() else { return FaultMode::None };
+        let Some(fault) = ledger.fault.as_mut() else {
+            return FaultMode::None;
+        };
         let mode = fault.mode;
         fault.times -= 1;
         if fault.times == 0 {
@@ -142,7 +158,10 @@ impl StandIn {
     }
 
     fn slot(&self, key: &str) -> Slot {
-        let mut slots = self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = self
+            .idempotency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(slots.entry(key.to_owned()).or_default())
     }
 
@@ -177,7 +196,10 @@ fn error(
 }
 
 fn random_id(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..24]
+    )
 }
 
 /// Runs a `/v1` request: authentication, faults, then idempotency around `work`.
@@ -189,14 +211,25 @@ async fn handle(
     work: impl FnOnce(&StandIn, &HashMap<String, String>) -> (StatusCode, Value),
 ) -> Response {
     if !standin.authorised(headers) {
-        let (status, body) =
-            error(StatusCode::UNAUTHORIZED, "invalid_request_error", None, "Invalid API Key provided.", None);
+        let (status, body) = error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            "Invalid API Key provided.",
+            None,
+        );
         return (status, axum::Json(body)).into_response();
     }
     let fault = standin.take_fault();
     match fault {
         FaultMode::Fail => {
-            let (status, body) = error(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, "Injected failure.", None);
+            let (status, body) = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                None,
+                "Injected failure.",
+                None,
+            );
             return (status, axum::Json(body)).into_response();
         }
         FaultMode::Hang => std::future::pending::<()>().await,
@@ -207,14 +240,19 @@ async fn handle(
     sorted.sort();
     let fingerprint = format!("{path}?{sorted:?}");
 
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (status, body) = match key {
         None => work(standin, &params),
         Some(key) => {
             let slot = standin.slot(&key);
             let mut saved = slot.lock().await; // serialises requests with one key
             match saved.as_ref() {
-                Some(previous) if previous.fingerprint == fingerprint => (previous.status, previous.body.clone()),
+                Some(previous) if previous.fingerprint == fingerprint => {
+                    (previous.status, previous.body.clone())
+                }
                 Some(_) => error(
                     StatusCode::BAD_REQUEST,
                     "idempotency_error",
@@ -224,7 +262,11 @@ async fn handle(
                 ),
                 None => {
                     let (status, body) = work(standin, &params);
-                    *saved = Some(Saved { fingerprint, status, body: body.clone() });
+                    *saved = Some(Saved {
+                        fingerprint,
+                        status,
+                        body: body.clone(),
+                    });
                     (status, body)
                 }
             }

@@ -31,7 +31,11 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self { http: HttpConfig::from_env()?, bus: BusConfig::from_env()?, jwt_key: common::config::jwt_key()? })
+        Ok(Self {
+            http: HttpConfig::from_env()?,
+            bus: BusConfig::from_env()?,
+            jwt_key: common::config::jwt_key()?,
+        })
     }
 }
 
@@ -48,13 +52,23 @@ impl FromRef<AppState> for SessionKeys {
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
-    let state = AppState { pool: backend.pool.clone(), keys: SessionKeys::reader(&config.jwt_key) };
+    let state = AppState {
+        pool: backend.pool.clone(),
+        keys: SessionKeys::reader(&config.jwt_key),
+    };
     let app = common::http::app(routes::router(state), backend.readiness());
     let consumers = backend
         .consumers(SERVICE, &config.bus)
         .listen(events::OrderCreatedListener)
         .listen(events::OrderCancelledListener);
-    backend.service(SERVICE, app, consumers).run(listener, shutdown).await
+    backend
+        .service(SERVICE, app, consumers)
+        .run(listener, shutdown)
+        .await
 }

@@ -24,7 +24,12 @@ pub struct Ticket {
 const COLUMNS: &str = "id, title, price_cents, user_id, version, order_id";
 
 impl Ticket {
-    pub async fn create(tx: &mut Tx, title: &str, price: Price, user_id: Uuid) -> sqlx::Result<Ticket> {
+    pub async fn create(
+        tx: &mut Tx,
+        title: &str,
+        price: Price,
+        user_id: Uuid,
+    ) -> sqlx::Result<Ticket> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
         )))
@@ -37,19 +42,23 @@ impl Ticket {
     }
 
     pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tickets WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(db)
-            .await
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tickets WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(db)
+        .await
     }
 
     /// The ticket, locked until the transaction ends: changes to one ticket are
     /// serialised, so each increments the version exactly once and none is lost.
     pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE")))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
     }
 
     /// Tickets that are not reserved, newest first.
@@ -85,7 +94,11 @@ impl Ticket {
     }
 
     /// Remembers that an order is over (see the `cancelled_orders` migration).
-    pub async fn record_cancelled_order(tx: &mut Tx, order_id: Uuid, ticket_id: Uuid) -> sqlx::Result<()> {
+    pub async fn record_cancelled_order(
+        tx: &mut Tx,
+        order_id: Uuid,
+        ticket_id: Uuid,
+    ) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO cancelled_orders (order_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(order_id)
             .bind(ticket_id)

@@ -20,7 +20,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/signin", post(signin::signin))
         .route("/api/users/signout", post(signout::signout))
         .route("/api/users/currentuser", get(current_user::current_user))
-        .route("/api/users/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/api/users/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .with_state(state)
 }
 
@@ -43,8 +46,16 @@ pub struct User {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ticketing auth", description = "Sign up, sign in, sign out and the current user."),
-    paths(signup::signup, signin::signin, signout::signout, current_user::current_user),
+    info(
+        title = "Ticketing auth",
+        description = "Sign up, sign in, sign out and the current user."
+    ),
+    paths(
+        signup::signup,
+        signin::signin,
+        signout::signout,
+        current_user::current_user
+    ),
     components(schemas(common::ErrorBody, common::UserClaims))
 )]
 pub struct ApiDoc;

@@ -18,9 +18,20 @@ use crate::{AppState, password};
         (status = 400, description = "`Email must be valid`, `You must supply a password` or `Invalid credentials`", body = common::ErrorBody),
     )
 )]
-pub async fn signin(State(app): State<AppState>, Json(body): Json<Credentials>) -> Result<impl IntoResponse> {
-    let email = field("email", validate::email(body.email.as_ref()), "Email must be valid");
-    let password = field("password", validate::text(body.password.as_ref()), "You must supply a password");
+pub async fn signin(
+    State(app): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<impl IntoResponse> {
+    let email = field(
+        "email",
+        validate::email(body.email.as_ref()),
+        "Email must be valid",
+    );
+    let password = field(
+        "password",
+        validate::text(body.password.as_ref()),
+        "You must supply a password",
+    );
     let (email, password) = all((email, password))?;
 
     let user: Option<(Uuid, String, String)> =

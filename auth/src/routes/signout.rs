@@ -11,5 +11,8 @@ use common::session::CLEAR_COOKIE;
     responses((status = 200, description = "Signed out; the session cookie is cleared", body = Object))
 )]
 pub async fn signout() -> impl IntoResponse {
-    ([(SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE))], Json(serde_json::json!({})))
+    (
+        [(SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE))],
+        Json(serde_json::json!({})),
+    )
 }

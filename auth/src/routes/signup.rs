@@ -20,8 +20,15 @@ use crate::{AppState, password};
         (status = 400, description = "`Email must be valid`, `Password must be between 4 and 20 characters` or `Email in use`", body = common::ErrorBody),
     )
 )]
-pub async fn signup(State(app): State<AppState>, Json(body): Json<Credentials>) -> Result<impl IntoResponse> {
-    let email = field("email", validate::email(body.email.as_ref()), "Email must be valid");
+pub async fn signup(
+    State(app): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<impl IntoResponse> {
+    let email = field(
+        "email",
+        validate::email(body.email.as_ref()),
+        "Email must be valid",
+    );
     let password = field(
         "password",
         validate::text_with_length(body.password.as_ref(), 4, 20),
@@ -30,10 +37,11 @@ pub async fn signup(State(app): State<AppState>, Json(body): Json<Credentials>) 
     let (email, password) = all((email, password))?;
 
     // Cheap early answer; the unique index below is what makes it race-free.
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
-        .bind(&email)
-        .fetch_one(&app.pool)
-        .await?;
+    let taken: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
+            .bind(&email)
+            .fetch_one(&app.pool)
+            .await?;
     if taken {
         return Err(Error::bad_request("Email in use"));
     }
@@ -46,13 +54,19 @@ pub async fn signup(State(app): State<AppState>, Json(body): Json<Credentials>) 
         .bind(&password_hash)
         .execute(&app.pool)
         .await
-        .map_err(|error| match is_unique_violation(&error, Some("users_email_key")) {
-            true => Error::bad_request("Email in use"),
-            false => error.into(),
-        })?;
+        .map_err(
+            |error| match is_unique_violation(&error, Some("users_email_key")) {
+                true => Error::bad_request("Email in use"),
+                false => error.into(),
+            },
+        )?;
     tracing::info!(user_id = %id, "signed up");
 
     let (token, _) = app.keys.issue(id, &email)?;
     let cookie = app.keys.cookie(&token)?;
-    Ok((StatusCode::CREATED, [(SET_COOKIE, cookie)], Json(User { id, email })))
+    Ok((
+        StatusCode::CREATED,
+        [(SET_COOKIE, cookie)],
+        Json(User { id, email }),
+    ))
 }

@@ -12,7 +12,11 @@ async fn unknown_routes_are_json_404s() {
         assert_eq!(errors(response, 404).await, not_found, "{path}");
     }
     // A known route with another method is unknown too, as in the original.
-    let response = client.delete(auth.server.url("/api/users/signup")).send().await.unwrap();
+    let response = client
+        .delete(auth.server.url("/api/users/signup"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(errors(response, 404).await, not_found);
 }
 
@@ -21,9 +25,19 @@ async fn malformed_bodies_are_json_400s() {
     let auth = Auth::start().await;
     let client = &auth.server.client;
     let send = |body: &'static str| {
-        client.post(auth.server.url("/api/users/signup")).header("content-type", "application/json").body(body).send()
+        client
+            .post(auth.server.url("/api/users/signup"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
-    for body in ["{not json", "", "[1,2]", "\"text\"", "{\"email\": \"a@b.co\""] {
+    for body in [
+        "{not json",
+        "",
+        "[1,2]",
+        "\"text\"",
+        "{\"email\": \"a@b.co\"",
+    ] {
         let list = errors(send(body).await.unwrap(), 400).await;
         assert_eq!(list.len(), 1, "{body}");
         assert!(list[0].get("field").is_none());
@@ -45,10 +59,18 @@ async fn wrong_content_type_and_oversized_bodies_get_the_error_body() {
         .await
         .unwrap();
     let list = errors(response, 415).await;
-    assert_eq!(list, vec![json!({"message": "Content-Type must be application/json"})]);
+    assert_eq!(
+        list,
+        vec![json!({"message": "Content-Type must be application/json"})]
+    );
 
     let huge = json!({"email": "a@b.co", "password": "x".repeat(20 * 1024)});
-    let response = client.post(auth.server.url("/api/users/signup")).json(&huge).send().await.unwrap();
+    let response = client
+        .post(auth.server.url("/api/users/signup"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
     let list = errors(response, 413).await;
     assert_eq!(list, vec![json!({"message": "Request body is too large"})]);
 }
@@ -65,11 +87,24 @@ async fn operations_endpoints_and_openapi() {
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/api/users/signup\""), "{metrics}");
-    assert!(metrics.contains("http_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
-    let doc: Value = get("/api/users/openapi.json").await.unwrap().json().await.unwrap();
+    let doc: Value = get("/api/users/openapi.json")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/api/users/signup", "/api/users/signin", "/api/users/signout", "/api/users/currentuser"] {
+    for path in [
+        "/api/users/signup",
+        "/api/users/signin",
+        "/api/users/signout",
+        "/api/users/currentuser",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
 }
@@ -77,6 +112,12 @@ async fn operations_endpoints_and_openapi() {
 #[tokio::test]
 async fn stops_gracefully_and_readiness_follows_the_database() {
     let auth = Auth::start().await;
-    assert_eq!(auth.signup("before@test.com", "password").await.status(), 201);
-    auth.server.stop().await.expect("a graceful stop returns Ok");
+    assert_eq!(
+        auth.signup("before@test.com", "password").await.status(),
+        201
+    );
+    auth.server
+        .stop()
+        .await
+        .expect("a graceful stop returns Ok");
 }

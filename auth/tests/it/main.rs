@@ -27,24 +27,46 @@ impl Auth {
             session_ttl: std::time::Duration::from_secs(3600),
             cookie_secure: false,
         };
-        let server = TestServer::start(move |listener, shutdown| auth::run(config, listener, shutdown)).await;
-        Self { server, _database: database }
+        let server =
+            TestServer::start(move |listener, shutdown| auth::run(config, listener, shutdown))
+                .await;
+        Self {
+            server,
+            _database: database,
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.server.client.post(self.server.url(path)).json(&body).send().await.unwrap()
+        self.server
+            .client
+            .post(self.server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn signup(&self, email: &str, password: &str) -> Response {
-        self.post("/api/users/signup", json!({ "email": email, "password": password })).await
+        self.post(
+            "/api/users/signup",
+            json!({ "email": email, "password": password }),
+        )
+        .await
     }
 
     pub async fn signin(&self, email: &str, password: &str) -> Response {
-        self.post("/api/users/signin", json!({ "email": email, "password": password })).await
+        self.post(
+            "/api/users/signin",
+            json!({ "email": email, "password": password }),
+        )
+        .await
     }
 
     pub async fn current_user(&self, cookie: Option<&str>) -> Value {
-        let mut request = self.server.client.get(self.server.url("/api/users/currentuser"));
+        let mut request = self
+            .server
+            .client
+            .get(self.server.url("/api/users/currentuser"));
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }

@@ -51,7 +51,11 @@ pub trait Listener: Send + Sync + 'static {
 
     /// Applies `event` within `tx`. Appending follow-up events to the outbox in the
     /// same transaction makes them part of the same all-or-nothing change.
-    fn handle(&self, tx: &mut Tx, event: Self::Event) -> impl Future<Output = anyhow::Result<Handled>> + Send;
+    fn handle(
+        &self,
+        tx: &mut Tx,
+        event: Self::Event,
+    ) -> impl Future<Output = anyhow::Result<Handled>> + Send;
 }
 
 /// The outcome of one delivery, for metrics and logs.
@@ -98,7 +102,8 @@ impl Consumers {
     pub fn listen<L: Listener>(mut self, listener: L) -> Self {
         let context = Arc::clone(&self.context);
         let listener = Arc::new(listener);
-        self.runners.push(Box::new(move |stop| Box::pin(run(context, listener, stop))));
+        self.runners
+            .push(Box::new(move |stop| Box::pin(run(context, listener, stop))));
         self
     }
 
@@ -117,7 +122,12 @@ pub fn durable_name(service: &str, subject: Subject) -> String {
 }
 
 /// Creates (or updates) the durable consumer of a service for a subject.
-pub async fn durable(nats: &Nats, service: &str, subject: Subject, ack_wait: Duration) -> anyhow::Result<PullConsumer> {
+pub async fn durable(
+    nats: &Nats,
+    service: &str,
+    subject: Subject,
+    ack_wait: Duration,
+) -> anyhow::Result<PullConsumer> {
     let name = durable_name(service, subject);
     let config = pull::Config {
         durable_name: Some(name.clone()),
@@ -129,7 +139,10 @@ pub async fn durable(nats: &Nats, service: &str, subject: Subject, ack_wait: Dur
         max_ack_pending: 1000,
         ..Default::default()
     };
-    nats.jetstream.create_consumer_on_stream(config, STREAM).await.with_context(|| format!("creating consumer {name}"))
+    nats.jetstream
+        .create_consumer_on_stream(config, STREAM)
+        .await
+        .with_context(|| format!("creating consumer {name}"))
 }
 
 async fn run<L: Listener>(context: Arc<Context>, listener: Arc<L>, stop: CancellationToken) {
@@ -148,7 +161,11 @@ async fn run<L: Listener>(context: Arc<Context>, listener: Arc<L>, stop: Cancell
 /// Consumes until `stop` (Ok) or until the subscription breaks (Err), handling up to
 /// `concurrency` events at once. Events of one aggregate may then be handled out of
 /// order; row locks, processed ids and the version rule keep that correct.
-async fn consume<L: Listener>(context: &Context, listener: &L, stop: &CancellationToken) -> anyhow::Result<()> {
+async fn consume<L: Listener>(
+    context: &Context,
+    listener: &L,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let subject = L::Event::SUBJECT;
     let consumer = durable(&context.nats, &context.service, subject, context.ack_wait).await?;
     // Small batches keep replicas of a service sharing the work evenly.
@@ -186,7 +203,14 @@ async fn deliver<L: Listener>(context: &Context, listener: &L, message: Message)
         metrics::counter!("events_redelivered_total", "subject" => subject.as_str()).increment(1);
     }
     let Some(event_id) = event_id(&message) else {
-        return park(context, &message, None, delivered, "the event has no Nats-Msg-Id header").await;
+        return park(
+            context,
+            &message,
+            None,
+            delivered,
+            "the event has no Nats-Msg-Id header",
+        )
+        .await;
     };
     let event = match serde_json::from_slice::<L::Event>(&message.payload) {
         Ok(event) => event,
@@ -203,7 +227,8 @@ async fn deliver<L: Listener>(context: &Context, listener: &L, message: Message)
         Ok(Outcome::NotYet(_)) => "not_yet",
         Err(_) => "error",
     };
-    metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label).increment(1);
+    metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label)
+        .increment(1);
     match outcome {
         Ok(Outcome::Done | Outcome::Duplicate) => acknowledge(&message, AckKind::Ack).await,
         Ok(Outcome::NotYet(reason)) => {
@@ -227,15 +252,16 @@ pub async fn apply<L: Listener>(
     event: L::Event,
 ) -> anyhow::Result<Outcome> {
     let mut tx = pool.begin().await.context("starting a transaction")?;
-    let first_time =
-        sqlx::query("INSERT INTO processed_events (event_id, subject) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .bind(L::Event::SUBJECT.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("recording the event id")?
-            .rows_affected()
-            == 1;
+    let first_time = sqlx::query(
+        "INSERT INTO processed_events (event_id, subject) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(L::Event::SUBJECT.as_str())
+    .execute(&mut *tx)
+    .await
+    .context("recording the event id")?
+    .rows_affected()
+        == 1;
     if !first_time {
         return Ok(Outcome::Duplicate);
     }
@@ -251,11 +277,20 @@ pub async fn apply<L: Listener>(
 
 fn event_id(message: &Message) -> Option<String> {
     let headers = message.headers.as_ref()?;
-    let id = headers.get(async_nats::header::NATS_MESSAGE_ID)?.as_str().trim();
+    let id = headers
+        .get(async_nats::header::NATS_MESSAGE_ID)?
+        .as_str()
+        .trim();
     (!id.is_empty()).then(|| id.to_owned())
 }
 
-async fn retry_later(context: &Context, message: &Message, event_id: &str, delivered: i64, reason: &str) {
+async fn retry_later(
+    context: &Context,
+    message: &Message,
+    event_id: &str,
+    delivered: i64,
+    reason: &str,
+) {
     if delivered >= context.max_deliveries {
         park(context, message, Some(event_id), delivered, reason).await;
     } else {
@@ -271,7 +306,13 @@ pub fn redelivery_delay(delivered: i64) -> Duration {
 
 /// Stores an event that cannot be handled and stops its redelivery. If it cannot be
 /// stored, it is left to be redelivered instead.
-async fn park(context: &Context, message: &Message, event_id: Option<&str>, delivered: i64, reason: &str) {
+async fn park(
+    context: &Context,
+    message: &Message,
+    event_id: Option<&str>,
+    delivered: i64,
+    reason: &str,
+) {
     let subject = message.subject.as_str();
     let stored = sqlx::query(
         "INSERT INTO parked_events (event_id, subject, payload, deliveries, error) VALUES ($1, $2, $3, $4, $5)",

@@ -60,7 +60,11 @@ struct Row {
 
 impl Relay {
     pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
-        Self { pool, jetstream, poll_interval: Duration::from_secs(1) }
+        Self {
+            pool,
+            jetstream,
+            poll_interval: Duration::from_secs(1),
+        }
     }
 
     /// Publishes until `stop` is cancelled, then flushes what is left (for up to
@@ -83,7 +87,11 @@ impl Relay {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(error = format!("{error:#}"), failures, "outbox relay: publishing failed; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        failures,
+                        "outbox relay: publishing failed; retrying"
+                    );
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(backoff(failures)) => {}
@@ -103,11 +111,16 @@ impl Relay {
                 Ok(Ok(0)) => return,
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) if Instant::now() < deadline => {
-                    tracing::warn!(error = format!("{error:#}"), "outbox flush: publishing failed; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox flush: publishing failed; retrying"
+                    );
                     tokio::time::sleep(Duration::from_millis(200).min(left)).await;
                 }
                 _ => {
-                    tracing::warn!("outbox not flushed before shutdown; the rest is published at the next start");
+                    tracing::warn!(
+                        "outbox not flushed before shutdown; the rest is published at the next start"
+                    );
                     return;
                 }
             }
@@ -117,7 +130,11 @@ impl Relay {
     /// Publishes one batch of committed events in order and deletes those JetStream
     /// acknowledged. Returns how many were published.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
-        let mut tx = self.pool.begin().await.context("outbox: starting a transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("outbox: starting a transaction")?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
             .execute(&mut *tx)
@@ -139,8 +156,14 @@ impl Relay {
         let mut pending = Vec::with_capacity(rows.len());
         for row in &mut rows {
             let payload = Bytes::from(std::mem::take(&mut row.payload));
-            let publish = PublishMessage::build().payload(payload).message_id(row.event_id.to_string());
-            pending.push(self.jetstream.send_publish(row.subject.clone(), publish).await);
+            let publish = PublishMessage::build()
+                .payload(payload)
+                .message_id(row.event_id.to_string());
+            pending.push(
+                self.jetstream
+                    .send_publish(row.subject.clone(), publish)
+                    .await,
+            );
         }
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
@@ -151,11 +174,13 @@ impl Relay {
             };
             match acknowledged {
                 Ok(()) => {
-                    metrics::counter!("events_published_total", "subject" => row.subject.clone()).increment(1);
+                    metrics::counter!("events_published_total", "subject" => row.subject.clone())
+                        .increment(1);
                     published.push(row.seq);
                 }
                 Err(error) => {
-                    failure = Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
+                    failure =
+                        Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
                     break;
                 }
             }
@@ -170,7 +195,10 @@ impl Relay {
             tx.commit().await.context("outbox: committing")?;
         }
         let backlog = if rows.len() == BATCH {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await.unwrap_or(0)
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0)
         } else {
             i64::try_from(rows.len() - published.len()).unwrap_or(0)
         };

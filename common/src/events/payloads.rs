@@ -42,9 +42,14 @@ impl OrderStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Created, Self::Cancelled, Self::AwaitingPayment, Self::Complete]
-            .into_iter()
-            .find(|status| status.as_str() == text)
+        [
+            Self::Created,
+            Self::Cancelled,
+            Self::AwaitingPayment,
+            Self::Complete,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 }
 
@@ -158,7 +163,14 @@ mod tests {
     fn payloads_have_the_original_shapes() {
         let id = Uuid::nil();
         let price = Price::from_cents(1250).unwrap();
-        let updated = TicketUpdated { id, version: 1, title: "t".into(), price, user_id: id, order_id: None };
+        let updated = TicketUpdated {
+            id,
+            version: 1,
+            title: "t".into(),
+            price,
+            user_id: id,
+            order_id: None,
+        };
         assert_eq!(
             serde_json::to_value(&updated).unwrap(),
             json!({"id": id, "version": 1, "title": "t", "price": 12.5, "userId": id})
@@ -177,14 +189,29 @@ mod tests {
             json!({"id": id, "version": 0, "status": "created", "userId": id,
                    "expiresAt": crate::time::to_iso(&at), "ticket": {"id": id, "price": 12.5}})
         );
-        let back: OrderCreated = serde_json::from_value(serde_json::to_value(&created).unwrap()).unwrap();
+        let back: OrderCreated =
+            serde_json::from_value(serde_json::to_value(&created).unwrap()).unwrap();
         assert_eq!(back, created);
-        assert_eq!(serde_json::to_value(ExpirationComplete { order_id: id }).unwrap(), json!({"orderId": id}));
         assert_eq!(
-            serde_json::to_value(PaymentCreated { id, order_id: id, stripe_id: "ch_1".into() }).unwrap(),
+            serde_json::to_value(ExpirationComplete { order_id: id }).unwrap(),
+            json!({"orderId": id})
+        );
+        assert_eq!(
+            serde_json::to_value(PaymentCreated {
+                id,
+                order_id: id,
+                stripe_id: "ch_1".into()
+            })
+            .unwrap(),
             json!({"id": id, "orderId": id, "stripeId": "ch_1"})
         );
-        assert_eq!(serde_json::to_value(OrderStatus::AwaitingPayment).unwrap(), json!("awaiting:payment"));
-        assert_eq!(OrderStatus::parse("awaiting:payment"), Some(OrderStatus::AwaitingPayment));
+        assert_eq!(
+            serde_json::to_value(OrderStatus::AwaitingPayment).unwrap(),
+            json!("awaiting:payment")
+        );
+        assert_eq!(
+            OrderStatus::parse("awaiting:payment"),
+            Some(OrderStatus::AwaitingPayment)
+        );
     }
 }

@@ -63,5 +63,8 @@ pub async fn ensure_stream(jetstream: &jetstream::Context) -> anyhow::Result<str
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    jetstream.get_or_create_stream(config).await.with_context(|| format!("creating the {STREAM} stream"))
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .with_context(|| format!("creating the {STREAM} stream"))
 }

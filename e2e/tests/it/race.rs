@@ -19,13 +19,20 @@ struct Tally {
 #[tokio::test]
 async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
     const RUNS: usize = 50;
-    let stack = Stack::start(Options { expiration_window: Duration::from_secs(2) }).await;
+    let stack = Stack::start(Options {
+        expiration_window: Duration::from_secs(2),
+    })
+    .await;
     let seller = stack.sign_up("seller@test.com").await;
     let buyer = stack.sign_up("buyer@test.com").await;
 
     let mut tickets = Vec::new();
     for n in 0..RUNS {
-        tickets.push(stack.create_ticket(&seller, &format!("race {n}"), json!(10 + n)).await);
+        tickets.push(
+            stack
+                .create_ticket(&seller, &format!("race {n}"), json!(10 + n))
+                .await,
+        );
     }
     for ticket in &tickets {
         stack.wait_for_replica_version(&ticket["id"], 0).await;
@@ -34,7 +41,8 @@ async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
         let (stack, buyer) = (&stack, &buyer);
         async move {
             let order = stack.order(buyer, &ticket["id"]).await.expect(201);
-            let expires_at = chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap()).unwrap();
+            let expires_at =
+                chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap()).unwrap();
             // Pay right around the expiry: from 100 ms before to 50 ms after.
             let offset = chrono::TimeDelta::milliseconds(i64::try_from(n % 16).unwrap() * 10 - 100);
             let pay_at = expires_at.to_utc() + offset;
@@ -42,7 +50,12 @@ async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
                 tokio::time::sleep(wait).await;
             }
             let payment = stack.pay(buyer, &order["id"], "tok_visa").await;
-            assert!(matches!(payment.status, 201 | 400), "payment answered {} {}", payment.status, payment.body);
+            assert!(
+                matches!(payment.status, 201 | 400),
+                "payment answered {} {}",
+                payment.status,
+                payment.body
+            );
             order
         }
     });
@@ -60,16 +73,31 @@ async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
         .await;
         let order_id = Uuid::parse_str(order["id"].as_str().unwrap()).unwrap();
         // Wait for payments to have acted on the outcome (refunds happen on order.cancelled).
-        let charges =
-            wait_until(|| async { settled_charges(&stack, order_id, &status).await }, "charges to settle").await;
-        let kept = charges.iter().filter(|(s, refund)| s == "completed" && refund.is_none()).count();
-        let refunded = charges.iter().filter(|(s, refund)| s == "completed" && refund.is_some()).count();
+        let charges = wait_until(
+            || async { settled_charges(&stack, order_id, &status).await },
+            "charges to settle",
+        )
+        .await;
+        let kept = charges
+            .iter()
+            .filter(|(s, refund)| s == "completed" && refund.is_none())
+            .count();
+        let refunded = charges
+            .iter()
+            .filter(|(s, refund)| s == "completed" && refund.is_some())
+            .count();
         match status.as_str() {
             "complete" => {
-                assert_eq!(kept, 1, "a complete order keeps exactly one charge: {charges:?}");
+                assert_eq!(
+                    kept, 1,
+                    "a complete order keeps exactly one charge: {charges:?}"
+                );
                 tally.complete += 1;
                 let ticket = stack.ticket(&ticket["id"]).await;
-                assert_eq!(ticket["orderId"], order["id"], "a sold ticket stays with its order");
+                assert_eq!(
+                    ticket["orderId"], order["id"],
+                    "a sold ticket stays with its order"
+                );
             }
             _ => {
                 assert_eq!(kept, 0, "a cancelled order keeps no charge: {charges:?}");
@@ -87,14 +115,26 @@ async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
     .unwrap();
     assert_eq!(doubled, 0);
     // The provider agrees: kept charges are exactly the complete orders.
-    let kept_at_provider = stack.stripe.charges().iter().filter(|c| c.status == "succeeded" && !c.refunded).count();
+    let kept_at_provider = stack
+        .stripe
+        .charges()
+        .iter()
+        .filter(|c| c.status == "succeeded" && !c.refunded)
+        .count();
     assert_eq!(kept_at_provider, tally.complete);
     println!("race outcomes over {RUNS} runs: {tally:?}");
-    assert!(tally.complete > 0 && tally.cancelled > 0, "both outcomes were exercised: {tally:?}");
+    assert!(
+        tally.complete > 0 && tally.cancelled > 0,
+        "both outcomes were exercised: {tally:?}"
+    );
 }
 
 /// The charges of an order once payments has caught up with its final status.
-async fn settled_charges(stack: &Stack, order_id: Uuid, status: &str) -> Option<Vec<(String, Option<String>)>> {
+async fn settled_charges(
+    stack: &Stack,
+    order_id: Uuid,
+    status: &str,
+) -> Option<Vec<(String, Option<String>)>> {
     let replica: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_optional(&stack.payments.pool)
@@ -108,6 +148,7 @@ async fn settled_charges(stack: &Stack, order_id: Uuid, status: &str) -> Option<
             .unwrap();
     let unsettled = charges.iter().any(|(s, _)| s == "created");
     let caught_up = status != "cancelled" || replica.as_deref() == Some("cancelled");
-    let refunds_done = status != "cancelled" || charges.iter().all(|(s, r)| s != "completed" || r.is_some());
+    let refunds_done =
+        status != "cancelled" || charges.iter().all(|(s, r)| s != "completed" || r.is_some());
     (!unsettled && caught_up && refunds_done).then_some(charges)
 }

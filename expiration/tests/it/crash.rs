@@ -21,7 +21,10 @@ fn spawn(database: &TestDatabase, nats: &TestNats) -> ServiceProcess {
 }
 
 async fn scheduled(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM schedules").fetch_one(pool).await.unwrap_or(0)
+    sqlx::query_scalar("SELECT count(*) FROM schedules")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// Contract §7.5 and the expiration issue: SIGKILL while orders are pending; what came
@@ -41,7 +44,13 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
         let at = if n % 2 == 0 { in_ms(1500) } else { in_ms(5000) };
         due.insert(order_expiring_at(&nats, at).await, at);
     }
-    assert!(eventually(Duration::from_secs(20), || async { scheduled(&pool).await == 40 }).await, "all scheduled");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            scheduled(&pool).await == 40
+        })
+        .await,
+        "all scheduled"
+    );
     // More orders arrive just before the kill: some may be delivered but not yet acknowledged.
     for _ in 0..10 {
         let at = in_ms(2500);
@@ -56,20 +65,36 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
     // drops and this plain subscription still sees.
     let mut seen = HashMap::<Uuid, std::collections::HashSet<String>>::new();
     while seen.len() < due.len() {
-        let fired = probe.next::<ExpirationComplete>(Duration::from_secs(20)).await.expect("every order expires");
+        let fired = probe
+            .next::<ExpirationComplete>(Duration::from_secs(20))
+            .await
+            .expect("every order expires");
         let expires_at = due[&fired.event.order_id];
         assert!(chrono::Utc::now() >= expires_at, "never before its time");
-        seen.entry(fired.event.order_id).or_default().insert(fired.id);
+        seen.entry(fired.event.order_id)
+            .or_default()
+            .insert(fired.id);
     }
     // Nothing new afterwards (a late copy of an event already seen is allowed).
-    while let Some(late) = probe.next::<ExpirationComplete>(Duration::from_secs(2)).await {
-        let known = seen.get(&late.event.order_id).is_some_and(|ids| ids.contains(&late.id));
+    while let Some(late) = probe
+        .next::<ExpirationComplete>(Duration::from_secs(2))
+        .await
+    {
+        let known = seen
+            .get(&late.event.order_id)
+            .is_some_and(|ids| ids.contains(&late.id));
         assert!(known, "a second expiry for {}", late.event.order_id);
     }
     process.kill();
-    assert!(seen.values().all(|ids| ids.len() == 1), "an order fired twice: {seen:?}");
+    assert!(
+        seen.values().all(|ids| ids.len() == 1),
+        "an order fired twice: {seen:?}"
+    );
     let fired: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL").fetch_one(&pool).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM schedules WHERE fired_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(fired, 50);
 }
 

@@ -17,13 +17,18 @@ use uuid::Uuid;
 pub fn config(database: &TestDatabase, nats: &TestNats) -> expiration::Config {
     expiration::Config {
         http: HttpConfig::new(&database.url),
-        bus: BusConfig { ack_wait: Duration::from_secs(1), ..BusConfig::new(&nats.url) },
+        bus: BusConfig {
+            ack_wait: Duration::from_secs(1),
+            ..BusConfig::new(&nats.url)
+        },
     }
 }
 
 pub async fn start(database: &TestDatabase, nats: &TestNats) -> TestServer {
     let config = config(database, nats);
-    let server = TestServer::start(move |listener, shutdown| expiration::run(config, listener, shutdown)).await;
+    let server =
+        TestServer::start(move |listener, shutdown| expiration::run(config, listener, shutdown))
+            .await;
     server.ready().await;
     server
 }
@@ -36,7 +41,10 @@ pub async fn order_expiring_at(nats: &TestNats, expires_at: Timestamp) -> Uuid {
         status: OrderStatus::Created,
         user_id: Uuid::new_v4(),
         expires_at,
-        ticket: OrderCreatedTicket { id: Uuid::new_v4(), price: Price::from_cents(100).unwrap() },
+        ticket: OrderCreatedTicket {
+            id: Uuid::new_v4(),
+            price: Price::from_cents(100).unwrap(),
+        },
     };
     publish_raw(&nats.url, &Uuid::new_v4().to_string(), &order).await;
     order.id

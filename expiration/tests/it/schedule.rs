@@ -20,14 +20,27 @@ async fn an_order_expires_at_its_time_not_before_and_within_a_second_after() {
         due.insert(order_expiring_at(&nats, at).await, at);
     }
     for _ in 0..due.len() {
-        let fired = probe.next::<ExpirationComplete>(Duration::from_secs(5)).await.expect("an expiry");
+        let fired = probe
+            .next::<ExpirationComplete>(Duration::from_secs(5))
+            .await
+            .expect("an expiry");
         let now = chrono::Utc::now();
-        let expires_at = due.remove(&fired.event.order_id).expect("a scheduled order, once");
+        let expires_at = due
+            .remove(&fired.event.order_id)
+            .expect("a scheduled order, once");
         let lateness = now - expires_at;
-        assert!(lateness >= chrono::TimeDelta::zero(), "fired {lateness} early");
-        assert!(lateness < chrono::TimeDelta::seconds(1), "fired {lateness} late");
+        assert!(
+            lateness >= chrono::TimeDelta::zero(),
+            "fired {lateness} early"
+        );
+        assert!(
+            lateness < chrono::TimeDelta::seconds(1),
+            "fired {lateness} late"
+        );
     }
-    probe.assert_quiet::<ExpirationComplete>(Duration::from_millis(1000)).await;
+    probe
+        .assert_quiet::<ExpirationComplete>(Duration::from_millis(1000))
+        .await;
 }
 
 #[tokio::test]
@@ -37,7 +50,10 @@ async fn an_order_already_overdue_expires_at_once() {
     let _expiration = start(&database, &nats).await;
     let mut probe = EventProbe::subscribe(&nats.url, Subject::ExpirationComplete).await;
     let order = order_expiring_at(&nats, in_ms(-60_000)).await;
-    let fired = probe.next::<ExpirationComplete>(Duration::from_secs(2)).await.expect("at once");
+    let fired = probe
+        .next::<ExpirationComplete>(Duration::from_secs(2))
+        .await
+        .expect("at once");
     assert_eq!(fired.event.order_id, order);
 }
 
@@ -52,7 +68,11 @@ async fn two_instances_never_fire_one_order_twice() {
     let mut orders = std::collections::HashSet::new();
     for n in 0..300 {
         // Many due at the very same instant, the rest spread over a second.
-        let at = if n % 2 == 0 { in_ms(1500) } else { in_ms(1000 + n) };
+        let at = if n % 2 == 0 {
+            in_ms(1500)
+        } else {
+            in_ms(1000 + n)
+        };
         orders.insert(order_expiring_at(&nats, at).await);
     }
     // Events are told apart by their id (Nats-Msg-Id): a relay that died between
@@ -60,12 +80,27 @@ async fn two_instances_never_fire_one_order_twice() {
     // drops and this plain subscription still sees.
     let mut seen = HashMap::<Uuid, std::collections::HashSet<String>>::new();
     while seen.len() < orders.len() {
-        let fired = probe.next::<ExpirationComplete>(Duration::from_secs(10)).await.expect("every order expires");
-        seen.entry(fired.event.order_id).or_default().insert(fired.id);
+        let fired = probe
+            .next::<ExpirationComplete>(Duration::from_secs(10))
+            .await
+            .expect("every order expires");
+        seen.entry(fired.event.order_id)
+            .or_default()
+            .insert(fired.id);
     }
-    probe.assert_quiet::<ExpirationComplete>(Duration::from_millis(1500)).await;
-    assert!(seen.values().all(|ids| ids.len() == 1), "an order fired twice");
-    assert_eq!(seen.keys().copied().collect::<std::collections::HashSet<_>>(), orders);
+    probe
+        .assert_quiet::<ExpirationComplete>(Duration::from_millis(1500))
+        .await;
+    assert!(
+        seen.values().all(|ids| ids.len() == 1),
+        "an order fired twice"
+    );
+    assert_eq!(
+        seen.keys()
+            .copied()
+            .collect::<std::collections::HashSet<_>>(),
+        orders
+    );
 }
 
 #[tokio::test]
@@ -75,7 +110,21 @@ async fn health_readiness_and_metrics() {
     let expiration = start(&database, &nats).await;
     assert_eq!(expiration.get("/healthz", None).await.status, 200);
     assert_eq!(expiration.get("/readyz", None).await.status, 200);
-    expiration.get("/api/anything", None).await.assert_error(404, "Not Found");
-    let metrics = expiration.client.get(expiration.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("outbox_backlog") || metrics.contains("http_requests_total"), "{metrics}");
+    expiration
+        .get("/api/anything", None)
+        .await
+        .assert_error(404, "Not Found");
+    let metrics = expiration
+        .client
+        .get(expiration.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("outbox_backlog") || metrics.contains("http_requests_total"),
+        "{metrics}"
+    );
 }

@@ -10,7 +10,12 @@ impl Listener for TicketCreatedListener {
     type Event = TicketCreated;
 
     async fn handle(&self, tx: &mut Tx, ticket: TicketCreated) -> anyhow::Result<Handled> {
-        let ticket = Ticket { id: ticket.id, title: ticket.title, price: ticket.price, version: ticket.version };
+        let ticket = Ticket {
+            id: ticket.id,
+            title: ticket.title,
+            price: ticket.price,
+            version: ticket.version,
+        };
         Ticket::insert(tx, &ticket).await?;
         Ok(Handled::Done)
     }

@@ -19,7 +19,12 @@ impl Listener for TicketUpdatedListener {
             Sequence::Gap => return Ok(Handled::NotYet("an earlier version has not arrived yet")),
             Sequence::Next => {}
         }
-        let ticket = Ticket { id: ticket.id, title: ticket.title, price: ticket.price, version: ticket.version };
+        let ticket = Ticket {
+            id: ticket.id,
+            title: ticket.title,
+            price: ticket.price,
+            version: ticket.version,
+        };
         Ticket::replace(tx, &ticket).await?;
         Ok(Handled::Done)
     }

@@ -20,9 +20,16 @@ use crate::order::Order;
         (status = 404, description = "No such order", body = common::ErrorBody),
     )
 )]
-pub async fn cancel(State(app): State<AppState>, AuthUser(user): AuthUser, Id(id): Id) -> Result<StatusCode> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Id(id): Id,
+) -> Result<StatusCode> {
     let mut tx = app.pool.begin().await?;
-    let order = owned_by(Order::lock(&mut tx, id).await?.ok_or(Error::NotFound)?, &user)?;
+    let order = owned_by(
+        Order::lock(&mut tx, id).await?.ok_or(Error::NotFound)?,
+        &user,
+    )?;
     match order.status {
         OrderStatus::Complete => return Err(Error::bad_request("Cannot cancel a completed order")),
         OrderStatus::Cancelled => return Ok(StatusCode::NO_CONTENT),

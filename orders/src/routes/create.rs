@@ -25,11 +25,16 @@ pub async fn create(
     AuthUser(user): AuthUser,
     Json(input): Json<NewOrder>,
 ) -> Result<(StatusCode, Json<Order>)> {
-    let (ticket_id,) =
-        all((field("ticketId", validate::uuid(input.ticket_id.as_ref()), "TicketId must be provided"),))?;
+    let (ticket_id,) = all((field(
+        "ticketId",
+        validate::uuid(input.ticket_id.as_ref()),
+        "TicketId must be provided",
+    ),))?;
 
     let mut tx = app.pool.begin().await?;
-    let ticket = Ticket::find(&mut *tx, ticket_id).await?.ok_or(Error::NotFound)?;
+    let ticket = Ticket::find(&mut *tx, ticket_id)
+        .await?
+        .ok_or(Error::NotFound)?;
     let expires_at = common::time::now() + app.expiration_window;
     let order = Order::reserve(&mut tx, user.id, &ticket, expires_at)
         .await?

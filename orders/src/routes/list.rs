@@ -13,6 +13,9 @@ use crate::order::Order;
         (status = 401, description = "Not signed in", body = common::ErrorBody),
     )
 )]
-pub async fn list(State(app): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<Vec<Order>>> {
+pub async fn list(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Vec<Order>>> {
     Ok(Json(Order::of_user(&app.pool, user.id).await?))
 }

@@ -19,7 +19,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/orders", get(list::list).post(create::create))
         .route("/api/orders/{id}", get(show::show).delete(cancel::cancel))
-        .route("/api/orders/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/api/orders/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .with_state(state)
 }
 
@@ -33,12 +36,19 @@ pub struct NewOrder {
 
 /// Only the buyer may see or cancel an order.
 fn owned_by(order: Order, user: &UserClaims) -> Result<Order> {
-    if order.user_id == user.id { Ok(order) } else { Err(Error::NotAuthorized) }
+    if order.user_id == user.id {
+        Ok(order)
+    } else {
+        Err(Error::NotAuthorized)
+    }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ticketing orders", description = "Order (reserve) tickets, list, show and cancel orders."),
+    info(
+        title = "Ticketing orders",
+        description = "Order (reserve) tickets, list, show and cancel orders."
+    ),
     paths(create::create, list::list, show::show, cancel::cancel),
     components(schemas(Order, Ticket, common::events::OrderStatus, common::ErrorBody))
 )]

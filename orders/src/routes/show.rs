@@ -16,7 +16,11 @@ use crate::order::Order;
         (status = 404, description = "No such order", body = common::ErrorBody),
     )
 )]
-pub async fn show(State(app): State<AppState>, AuthUser(user): AuthUser, Id(id): Id) -> Result<Json<Order>> {
+pub async fn show(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Id(id): Id,
+) -> Result<Json<Order>> {
     let order = Order::find(&app.pool, id).await?.ok_or(Error::NotFound)?;
     owned_by(order, &user).map(Json)
 }

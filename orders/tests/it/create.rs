@@ -16,10 +16,26 @@ async fn ordering_requires_a_session_and_a_ticket_id() {
         .assert_error(401, "Not authorized");
     let (cookie, _) = new_user_cookie();
     let error = vec![json!({"message": "TicketId must be provided", "field": "ticketId"})];
-    for body in [json!({}), json!({"ticketId": ""}), json!({"ticketId": "not-an-id"}), json!({"ticketId": 42})] {
-        assert_eq!(orders.server.post("/api/orders", Some(&cookie), body.clone()).await.errors(400), error, "{body}");
+    for body in [
+        json!({}),
+        json!({"ticketId": ""}),
+        json!({"ticketId": "not-an-id"}),
+        json!({"ticketId": 42}),
+    ] {
+        assert_eq!(
+            orders
+                .server
+                .post("/api/orders", Some(&cookie), body.clone())
+                .await
+                .errors(400),
+            error,
+            "{body}"
+        );
     }
-    orders.order(&cookie, Uuid::new_v4()).await.assert_error(404, "Not Found");
+    orders
+        .order(&cookie, Uuid::new_v4())
+        .await
+        .assert_error(404, "Not Found");
 }
 
 #[tokio::test]
@@ -34,21 +50,44 @@ async fn ordering_reserves_the_ticket_and_publishes_order_created() {
     assert_eq!(order["status"], "created");
     assert_eq!(order["userId"], json!(user_id));
     assert_eq!(order["version"], 0);
-    assert_eq!(order["ticket"], json!({"id": ticket.id, "title": "concert", "price": 12.5, "version": 0}));
-    let expires_at = chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        order["ticket"],
+        json!({"id": ticket.id, "title": "concert", "price": 12.5, "version": 0})
+    );
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(order["expiresAt"].as_str().unwrap()).unwrap();
     let window = expires_at.to_utc() - before;
-    assert!((899..=901).contains(&window.num_seconds()), "expires in 15 minutes: {window}");
+    assert!(
+        (899..=901).contains(&window.num_seconds()),
+        "expires in 15 minutes: {window}"
+    );
     assert!(order["expiresAt"].as_str().unwrap().ends_with('Z'));
 
-    let event = probe.next::<OrderCreated>(WAIT).await.expect("order.created").event;
+    let event = probe
+        .next::<OrderCreated>(WAIT)
+        .await
+        .expect("order.created")
+        .event;
     assert_eq!(event.id, id_of(&order));
-    assert_eq!((event.version, event.status, event.user_id), (0, OrderStatus::Created, user_id));
-    assert_eq!((event.ticket.id, event.ticket.price.cents()), (ticket.id, 1250));
+    assert_eq!(
+        (event.version, event.status, event.user_id),
+        (0, OrderStatus::Created, user_id)
+    );
+    assert_eq!(
+        (event.ticket.id, event.ticket.price.cents()),
+        (ticket.id, 1250)
+    );
     assert_eq!(common::time::to_iso(&event.expires_at), order["expiresAt"]);
 
     let (other, _) = new_user_cookie();
-    orders.order(&other, ticket.id).await.assert_error(400, "Ticket is already reserved");
-    orders.order(&cookie, ticket.id).await.assert_error(400, "Ticket is already reserved");
+    orders
+        .order(&other, ticket.id)
+        .await
+        .assert_error(400, "Ticket is already reserved");
+    orders
+        .order(&cookie, ticket.id)
+        .await
+        .assert_error(400, "Ticket is already reserved");
 }
 
 #[tokio::test]
@@ -57,7 +96,11 @@ async fn a_cancelled_order_frees_the_ticket_for_a_new_order() {
     let ticket = orders.ticket(1000).await;
     let (cookie, _) = new_user_cookie();
     let first = orders.order(&cookie, ticket.id).await.expect(201);
-    orders.server.delete(&crate::path(&first), Some(&cookie)).await.expect(204);
+    orders
+        .server
+        .delete(&crate::path(&first), Some(&cookie))
+        .await
+        .expect(204);
     let second = orders.order(&cookie, ticket.id).await.expect(201);
     assert_ne!(first["id"], second["id"]);
 }
@@ -78,7 +121,10 @@ async fn concurrent_orders_for_one_ticket_reserve_it_exactly_once() {
             match response.status {
                 201 => created += 1,
                 400 => response.assert_error(400, "Ticket is already reserved"),
-                other => panic!("round {round}: unexpected status {other}: {}", response.body),
+                other => panic!(
+                    "round {round}: unexpected status {other}: {}",
+                    response.body
+                ),
             }
         }
         assert_eq!(created, 1, "round {round}");

@@ -38,13 +38,23 @@ impl Orders {
         let config = orders::Config {
             http: HttpConfig::new(&database.url),
             jwt_key: common::config::Secret::new(JWT_KEY),
-            bus: BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) },
+            bus: BusConfig {
+                ack_wait: Duration::from_secs(2),
+                ..BusConfig::new(&nats.url)
+            },
             expiration_window,
         };
-        let server = TestServer::start(move |listener, shutdown| orders::run(config, listener, shutdown)).await;
+        let server =
+            TestServer::start(move |listener, shutdown| orders::run(config, listener, shutdown))
+                .await;
         server.ready().await;
         let pool = PgPool::connect(&database.url).await.unwrap();
-        Self { server, nats, pool, _database: database }
+        Self {
+            server,
+            nats,
+            pool,
+            _database: database,
+        }
     }
 
     /// Publishes any event as its publisher would (fresh event id).
@@ -75,16 +85,32 @@ impl Orders {
     }
 
     pub async fn wait_for_replica(&self, id: Uuid, version: i64) {
-        let reached = eventually(WAIT, || async { self.replica(id).await.is_some_and(|(v, _, _)| v == version) }).await;
-        assert!(reached, "replica of {id} never reached version {version}: {:?}", self.replica(id).await);
+        let reached = eventually(WAIT, || async {
+            self.replica(id).await.is_some_and(|(v, _, _)| v == version)
+        })
+        .await;
+        assert!(
+            reached,
+            "replica of {id} never reached version {version}: {:?}",
+            self.replica(id).await
+        );
     }
 
     pub async fn order(&self, cookie: &str, ticket_id: Uuid) -> common::testing::TestResponse {
-        self.server.post("/api/orders", Some(cookie), json!({ "ticketId": ticket_id })).await
+        self.server
+            .post(
+                "/api/orders",
+                Some(cookie),
+                json!({ "ticketId": ticket_id }),
+            )
+            .await
     }
 
     pub async fn show(&self, cookie: &str, order: &Value) -> Value {
-        self.server.get(&path(order), Some(cookie)).await.expect(200)
+        self.server
+            .get(&path(order), Some(cookie))
+            .await
+            .expect(200)
     }
 
     pub async fn wait_for_status(&self, cookie: &str, order: &Value, status: &str) -> Value {
@@ -94,7 +120,10 @@ impl Orders {
             if current["status"] == status {
                 return current;
             }
-            assert!(tokio::time::Instant::now() < deadline, "order never became {status}: {current}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order never became {status}: {current}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -10,18 +10,34 @@ async fn versions_apply_in_order_even_when_delivered_out_of_order() {
     let orders = Orders::start().await;
     let ticket = orders.ticket(1000).await;
     // Version 2 arrives before version 1.
-    orders.publish(&updated(&ticket, 2, "second edit", 3000)).await;
+    orders
+        .publish(&updated(&ticket, 2, "second edit", 3000))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(orders.replica(ticket.id).await, Some((0, "concert".into(), 1000)), "v2 waits for v1");
-    orders.publish(&updated(&ticket, 1, "first edit", 2000)).await;
+    assert_eq!(
+        orders.replica(ticket.id).await,
+        Some((0, "concert".into(), 1000)),
+        "v2 waits for v1"
+    );
+    orders
+        .publish(&updated(&ticket, 1, "first edit", 2000))
+        .await;
     orders.wait_for_replica(ticket.id, 2).await;
-    assert_eq!(orders.replica(ticket.id).await, Some((2, "second edit".into(), 3000)));
+    assert_eq!(
+        orders.replica(ticket.id).await,
+        Some((2, "second edit".into(), 3000))
+    );
 
     // Old and duplicate versions change nothing.
-    orders.publish(&updated(&ticket, 1, "first edit", 2000)).await;
+    orders
+        .publish(&updated(&ticket, 1, "first edit", 2000))
+        .await;
     orders.publish(&updated(&ticket, 2, "replayed", 9999)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(orders.replica(ticket.id).await, Some((2, "second edit".into(), 3000)));
+    assert_eq!(
+        orders.replica(ticket.id).await,
+        Some((2, "second edit".into(), 3000))
+    );
 }
 
 #[tokio::test]
@@ -39,7 +55,10 @@ async fn an_update_before_the_creation_waits_for_it() {
     assert_eq!(orders.replica(ticket.id).await, None);
     orders.publish(&ticket).await;
     orders.wait_for_replica(ticket.id, 1).await;
-    assert_eq!(orders.replica(ticket.id).await, Some((1, "edited".into(), 200)));
+    assert_eq!(
+        orders.replica(ticket.id).await,
+        Some((1, "edited".into(), 200))
+    );
 }
 
 #[tokio::test]
@@ -48,7 +67,11 @@ async fn an_order_keeps_the_price_it_was_created_with() {
     let ticket = orders.ticket(1000).await;
     let (cookie, _) = new_user_cookie();
     let order = orders.order(&cookie, ticket.id).await.expect(201);
-    orders.server.delete(&path(&order), Some(&cookie)).await.expect(204);
+    orders
+        .server
+        .delete(&path(&order), Some(&cookie))
+        .await
+        .expect(204);
     orders.publish(&updated(&ticket, 1, "repriced", 4550)).await;
     orders.wait_for_replica(ticket.id, 1).await;
 
@@ -57,5 +80,8 @@ async fn an_order_keeps_the_price_it_was_created_with() {
         json!({"id": ticket.id, "title": "concert", "price": 10, "version": 0})
     );
     let again = orders.order(&cookie, ticket.id).await.expect(201);
-    assert_eq!(again["ticket"], json!({"id": ticket.id, "title": "repriced", "price": 45.5, "version": 1}));
+    assert_eq!(
+        again["ticket"],
+        json!({"id": ticket.id, "title": "repriced", "price": 45.5, "version": 1})
+    );
 }

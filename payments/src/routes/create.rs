@@ -44,17 +44,27 @@ pub async fn create(
     AuthUser(user): AuthUser,
     Json(input): Json<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>)> {
-    let token = field("token", validate::text(input.token.as_ref()), "Token is required");
-    let order_id = field("orderId", validate::uuid(input.order_id.as_ref()), "Order ID is required");
+    let token = field(
+        "token",
+        validate::text(input.token.as_ref()),
+        "Token is required",
+    );
+    let order_id = field(
+        "orderId",
+        validate::uuid(input.order_id.as_ref()),
+        "Order ID is required",
+    );
     let (token, order_id) = all((token, order_id))?;
 
     let charge = app.payments.begin(user.id, order_id, &token).await?;
     match app.payments.settle(&charge).await? {
         Settled::Paid { charge_id } => Ok((StatusCode::CREATED, Json(Payment { id: charge_id }))),
         Settled::Declined { message } => Err(Error::BadRequest(message)),
-        Settled::Refunded { reason: Refusal::Cancelled } => {
-            Err(Error::bad_request("Cannot pay for an cancelled order"))
-        }
-        Settled::Refunded { reason: Refusal::AlreadyPaid } => Err(Error::bad_request("Order has already been paid")),
+        Settled::Refunded {
+            reason: Refusal::Cancelled,
+        } => Err(Error::bad_request("Cannot pay for an cancelled order")),
+        Settled::Refunded {
+            reason: Refusal::AlreadyPaid,
+        } => Err(Error::bad_request("Order has already been paid")),
     }
 }

@@ -13,13 +13,19 @@ pub use create::{NewPayment, Payment};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/payments", post(create::create))
-        .route("/api/payments/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/api/payments/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .with_state(state)
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ticketing payments", description = "Pay for an order with a card token."),
+    info(
+        title = "Ticketing payments",
+        description = "Pay for an order with a card token."
+    ),
     paths(create::create),
     components(schemas(Payment, NewPayment, common::ErrorBody))
 )]

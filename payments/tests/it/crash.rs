@@ -23,7 +23,11 @@ fn spawn(harness: &Harness, reconcile_after: &str) -> ServiceProcess {
     ServiceProcess::start(env!("CARGO_BIN_EXE_payments"), &env)
 }
 
-async fn pay(process: &ServiceProcess, buyer_cookie: &str, order: uuid::Uuid) -> reqwest::Result<reqwest::Response> {
+async fn pay(
+    process: &ServiceProcess,
+    buyer_cookie: &str,
+    order: uuid::Uuid,
+) -> reqwest::Result<reqwest::Response> {
     common::testing::http_client()
         .post(process.url("/api/payments"))
         .header("cookie", buyer_cookie)
@@ -54,11 +58,21 @@ async fn charge_then_kill(
                 .await
         }
     });
-    let charged = eventually(WAIT, || async { harness.stripe.standin.charges().len() == 1 }).await;
+    let charged = eventually(WAIT, || async {
+        harness.stripe.standin.charges().len() == 1
+    })
+    .await;
     assert!(charged, "the stand-in charged");
     process.kill(); // SIGKILL between the Stripe call and the commit
-    assert!(request.await.unwrap().is_err(), "the client saw the connection die");
-    assert_eq!(harness.charges(order).await[0].0, "created", "nothing recorded after the charge");
+    assert!(
+        request.await.unwrap().is_err(),
+        "the client saw the connection die"
+    );
+    assert_eq!(
+        harness.charges(order).await[0].0,
+        "created",
+        "nothing recorded after the charge"
+    );
     process
 }
 
@@ -77,21 +91,35 @@ async fn a_retry_after_a_crash_between_stripe_and_commit_does_not_charge_twice()
     // Let the relay finish (a kill between its publish and its commit would make it
     // publish again: harmless, JetStream drops the copy, but the probe would see it).
     let flushed = eventually(WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&harness.pool).await.unwrap() == 0
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap()
+            == 0
     })
     .await;
     assert!(flushed);
     process.kill();
 
-    assert_eq!(harness.stripe.standin.charges().len(), 1, "charged exactly once");
+    assert_eq!(
+        harness.stripe.standin.charges().len(),
+        1,
+        "charged exactly once"
+    );
     let charges = harness.charges(order).await;
     assert_eq!(
         (charges[0].0.as_str(), charges[0].1.as_ref()),
         ("completed", Some(&harness.stripe.standin.charges()[0].id))
     );
-    let event = probe.next::<PaymentCreated>(WAIT).await.expect("payment.created").event;
+    let event = probe
+        .next::<PaymentCreated>(WAIT)
+        .await
+        .expect("payment.created")
+        .event;
     assert_eq!(event.order_id, order);
-    probe.assert_quiet::<PaymentCreated>(Duration::from_millis(1000)).await;
+    probe
+        .assert_quiet::<PaymentCreated>(Duration::from_millis(1000))
+        .await;
 }
 
 #[tokio::test]
@@ -104,9 +132,17 @@ async fn the_reconciler_settles_a_charge_interrupted_by_a_crash() {
 
     // Nobody retries; the restarted service settles the attempt on its own.
     process.restart();
-    let event = probe.next::<PaymentCreated>(WAIT).await.expect("payment.created from the reconciler").event;
+    let event = probe
+        .next::<PaymentCreated>(WAIT)
+        .await
+        .expect("payment.created from the reconciler")
+        .event;
     process.kill();
     assert_eq!(event.order_id, order);
-    assert_eq!(harness.stripe.standin.charges().len(), 1, "charged exactly once");
+    assert_eq!(
+        harness.stripe.standin.charges().len(),
+        1,
+        "charged exactly once"
+    );
     assert_eq!(harness.charges(order).await[0].0, "completed");
 }

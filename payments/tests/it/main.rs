@@ -11,7 +11,8 @@ use common::config::{BusConfig, HttpConfig, Secret};
 use common::events::{OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef};
 use common::money::Price;
 use common::testing::{
-    JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer, eventually, publish_raw, session_cookie,
+    JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer, eventually, publish_raw,
+    session_cookie,
 };
 use payments::stripe::StripeConfig;
 use serde_json::json;
@@ -33,7 +34,9 @@ impl Stripe {
         let standin = StandIn::new(Some(STRIPE_KEY.into()));
         let router = standin.router();
         let server = TestServer::start(|listener, shutdown| async move {
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await?;
             Ok(())
         })
         .await;
@@ -45,7 +48,11 @@ impl Stripe {
     }
 
     pub fn succeeded(&self) -> Vec<Charge> {
-        self.standin.charges().into_iter().filter(|c| c.status == "succeeded").collect()
+        self.standin
+            .charges()
+            .into_iter()
+            .filter(|c| c.status == "succeeded")
+            .collect()
     }
 
     pub fn fault(&self, mode: FaultMode, times: u32) {
@@ -54,7 +61,12 @@ impl Stripe {
 }
 
 pub fn stripe_config(base: &str, timeout: Duration) -> StripeConfig {
-    StripeConfig { key: Secret::new(STRIPE_KEY), api_base: base.to_owned(), timeout, currency: "usd".into() }
+    StripeConfig {
+        key: Secret::new(STRIPE_KEY),
+        api_base: base.to_owned(),
+        timeout,
+        currency: "usd".into(),
+    }
 }
 
 pub struct Harness {
@@ -74,7 +86,10 @@ pub struct Buyer {
 impl Buyer {
     pub fn random() -> Self {
         let id = Uuid::new_v4();
-        Self { id, cookie: session_cookie(id, "buyer@test.io") }
+        Self {
+            id,
+            cookie: session_cookie(id, "buyer@test.io"),
+        }
     }
 }
 
@@ -89,15 +104,26 @@ impl Harness {
         let database = TestDatabase::create().await;
         let config = payments::Config {
             http: HttpConfig::new(&database.url),
-            bus: BusConfig { ack_wait: Duration::from_secs(2), ..BusConfig::new(&nats.url) },
+            bus: BusConfig {
+                ack_wait: Duration::from_secs(2),
+                ..BusConfig::new(&nats.url)
+            },
             jwt_key: Secret::new(JWT_KEY),
             stripe: stripe_config(&stripe.base(), Duration::from_secs(1)),
             reconcile_after,
         };
-        let server = TestServer::start(move |listener, shutdown| payments::run(config, listener, shutdown)).await;
+        let server =
+            TestServer::start(move |listener, shutdown| payments::run(config, listener, shutdown))
+                .await;
         server.ready().await;
         let pool = PgPool::connect(&database.url).await.unwrap();
-        Self { server, nats, pool, stripe, database }
+        Self {
+            server,
+            nats,
+            pool,
+            stripe,
+            database,
+        }
     }
 
     /// An order by `buyer` for `cents`, in the replica.
@@ -108,7 +134,10 @@ impl Harness {
             status: OrderStatus::Created,
             user_id: buyer.id,
             expires_at: common::time::now() + chrono_minutes(15),
-            ticket: OrderCreatedTicket { id: Uuid::new_v4(), price: Price::from_cents(cents).unwrap() },
+            ticket: OrderCreatedTicket {
+                id: Uuid::new_v4(),
+                price: Price::from_cents(cents).unwrap(),
+            },
         };
         publish_raw(&self.nats.url, &Uuid::new_v4().to_string(), &order).await;
         self.wait_for_order_status(order.id, "created").await;
@@ -117,7 +146,11 @@ impl Harness {
 
     /// Cancels an order as the orders service would announce it (version 1).
     pub async fn cancel(&self, order_id: Uuid) {
-        let cancelled = OrderCancelled { id: order_id, version: 1, ticket: TicketRef { id: Uuid::new_v4() } };
+        let cancelled = OrderCancelled {
+            id: order_id,
+            version: 1,
+            ticket: TicketRef { id: Uuid::new_v4() },
+        };
         publish_raw(&self.nats.url, &Uuid::new_v4().to_string(), &cancelled).await;
     }
 
@@ -130,16 +163,28 @@ impl Harness {
     }
 
     pub async fn wait_for_order_status(&self, order_id: Uuid, status: &str) {
-        let reached = eventually(WAIT, || async { self.order_status(order_id).await.as_deref() == Some(status) }).await;
+        let reached = eventually(WAIT, || async {
+            self.order_status(order_id).await.as_deref() == Some(status)
+        })
+        .await;
         assert!(reached, "order {order_id} never became {status}");
     }
 
     pub async fn pay(&self, buyer: &Buyer, token: &str, order_id: Uuid) -> TestResponse {
-        self.server.post("/api/payments", Some(&buyer.cookie), json!({"token": token, "orderId": order_id})).await
+        self.server
+            .post(
+                "/api/payments",
+                Some(&buyer.cookie),
+                json!({"token": token, "orderId": order_id}),
+            )
+            .await
     }
 
     /// (status, stripe_id, stripe_refund_id, amount) of each charge of an order.
-    pub async fn charges(&self, order_id: Uuid) -> Vec<(String, Option<String>, Option<String>, i64)> {
+    pub async fn charges(
+        &self,
+        order_id: Uuid,
+    ) -> Vec<(String, Option<String>, Option<String>, i64)> {
         sqlx::query_as("SELECT status, stripe_id, stripe_refund_id, amount_cents FROM charges WHERE order_id = $1 ORDER BY created_at")
             .bind(order_id)
             .fetch_all(&self.pool)

@@ -16,12 +16,21 @@ async fn a_cancelled_order_has_its_charge_refunded() {
     harness.pay(&buyer, "tok_visa", order).await.expect(201);
 
     harness.cancel(order).await;
-    let refunded = eventually(WAIT, || async { harness.charges(order).await[0].2.is_some() }).await;
+    let refunded = eventually(WAIT, || async {
+        harness.charges(order).await[0].2.is_some()
+    })
+    .await;
     assert!(refunded, "the charge got a refund id");
     let refunds = harness.stripe.standin.refunds();
     assert_eq!(refunds.len(), 1);
-    assert_eq!((refunds[0].amount, &refunds[0].charge), (1500, harness.charges(order).await[0].1.as_ref().unwrap()));
-    assert_eq!(harness.order_status(order).await.as_deref(), Some("cancelled"));
+    assert_eq!(
+        (refunds[0].amount, &refunds[0].charge),
+        (1500, harness.charges(order).await[0].1.as_ref().unwrap())
+    );
+    assert_eq!(
+        harness.order_status(order).await.as_deref(),
+        Some("cancelled")
+    );
 
     // A redelivered or repeated cancellation refunds nothing more.
     harness.cancel(order).await;
@@ -36,14 +45,23 @@ async fn a_charge_that_completes_after_the_cancellation_is_refunded() {
     let harness = Harness::start().await;
     let buyer = Buyer::random();
     let order = harness.order(&buyer, 800).await;
-    let stripe = Stripe::new(&stripe_config(&harness.stripe.base(), Duration::from_secs(5))).unwrap();
+    let stripe = Stripe::new(&stripe_config(
+        &harness.stripe.base(),
+        Duration::from_secs(5),
+    ))
+    .unwrap();
     let payments = Payments::new(harness.pool.clone(), stripe);
 
     let charge = payments.begin(buyer.id, order, "tok_visa").await.unwrap();
     harness.cancel(order).await;
     harness.wait_for_order_status(order, "cancelled").await;
     let settled = payments.settle(&charge).await.unwrap();
-    assert_eq!(settled, Settled::Refunded { reason: Refusal::Cancelled });
+    assert_eq!(
+        settled,
+        Settled::Refunded {
+            reason: Refusal::Cancelled
+        }
+    );
 
     let charges = harness.charges(order).await;
     assert_eq!(charges.len(), 1);
@@ -65,7 +83,10 @@ async fn a_refund_that_fails_is_retried_by_the_reconciler() {
     harness.stripe.fault(stripe_standin::FaultMode::Fail, 3);
     harness.cancel(order).await;
     harness.wait_for_order_status(order, "cancelled").await;
-    let refunded = eventually(WAIT, || async { harness.charges(order).await[0].2.is_some() }).await;
+    let refunded = eventually(WAIT, || async {
+        harness.charges(order).await[0].2.is_some()
+    })
+    .await;
     assert!(refunded, "the reconciler refunded the charge");
     assert_eq!(harness.stripe.standin.refunds().len(), 1);
     assert!(harness.stripe.standin.charges()[0].refunded);

@@ -14,9 +14,12 @@ impl Listener for OrderCancelledListener {
     type Event = OrderCancelled;
 
     async fn handle(&self, tx: &mut Tx, order: OrderCancelled) -> anyhow::Result<Handled> {
-        let ticket = Ticket::lock(tx, order.ticket.id)
-            .await?
-            .with_context(|| format!("order {} names unknown ticket {}", order.id, order.ticket.id))?;
+        let ticket = Ticket::lock(tx, order.ticket.id).await?.with_context(|| {
+            format!(
+                "order {} names unknown ticket {}",
+                order.id, order.ticket.id
+            )
+        })?;
         Ticket::record_cancelled_order(tx, order.id, ticket.id).await?;
         if ticket.order_id == Some(order.id) {
             let ticket = Ticket::set_order(tx, ticket.id, None).await?;

@@ -20,15 +20,20 @@ impl Listener for OrderCreatedListener {
     type Event = OrderCreated;
 
     async fn handle(&self, tx: &mut Tx, order: OrderCreated) -> anyhow::Result<Handled> {
-        let ticket = Ticket::lock(tx, order.ticket.id)
-            .await?
-            .with_context(|| format!("order {} names unknown ticket {}", order.id, order.ticket.id))?;
+        let ticket = Ticket::lock(tx, order.ticket.id).await?.with_context(|| {
+            format!(
+                "order {} names unknown ticket {}",
+                order.id, order.ticket.id
+            )
+        })?;
         if Ticket::is_cancelled_order(tx, order.id).await? {
             return Ok(Handled::Done);
         }
         match ticket.order_id {
             Some(holder) if holder == order.id => Ok(Handled::Done),
-            Some(_) => Ok(Handled::NotYet("the ticket is held by another order whose cancellation has not arrived")),
+            Some(_) => Ok(Handled::NotYet(
+                "the ticket is held by another order whose cancellation has not arrived",
+            )),
             None => {
                 let ticket = Ticket::set_order(tx, ticket.id, Some(order.id)).await?;
                 append(tx, &ticket.updated_event()).await?;

@@ -22,7 +22,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/tickets", get(list::list).post(create::create))
         .route("/api/tickets/{id}", get(show::show).put(update::update))
-        .route("/api/tickets/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/api/tickets/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .with_state(state)
 }
 
@@ -39,15 +42,26 @@ pub struct TicketInput {
 impl TicketInput {
     /// The trimmed title and the exact price, or one error per failed field.
     pub fn validate(&self) -> Result<(String, Price)> {
-        let title = field("title", validate::text(self.title.as_ref()), "Title is required");
-        let price = field("price", validate::price(self.price.as_deref()), "Price must be greater than 0");
+        let title = field(
+            "title",
+            validate::text(self.title.as_ref()),
+            "Title is required",
+        );
+        let price = field(
+            "price",
+            validate::price(self.price.as_deref()),
+            "Price must be greater than 0",
+        );
         all((title, price))
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ticketing tickets", description = "List, show, create and edit tickets."),
+    info(
+        title = "Ticketing tickets",
+        description = "List, show, create and edit tickets."
+    ),
     paths(create::create, list::list, show::show, update::update),
     components(schemas(Ticket, common::ErrorBody))
 )]

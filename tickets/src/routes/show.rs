@@ -15,5 +15,8 @@ use crate::ticket::Ticket;
     )
 )]
 pub async fn show(State(app): State<AppState>, Id(id): Id) -> Result<Json<Ticket>> {
-    Ticket::find(&app.pool, id).await?.map(Json).ok_or(Error::NotFound)
+    Ticket::find(&app.pool, id)
+        .await?
+        .map(Json)
+        .ok_or(Error::NotFound)
 }

@@ -8,10 +8,16 @@ use crate::{Tickets, WAIT, id_of};
 #[tokio::test]
 async fn creating_requires_a_session() {
     let tickets = Tickets::start().await;
-    let response = tickets.server.post("/api/tickets", None, json!({"title": "t", "price": 10})).await;
+    let response = tickets
+        .server
+        .post("/api/tickets", None, json!({"title": "t", "price": 10}))
+        .await;
     response.assert_error(401, "Not authorized");
     let forged = "session=eyJqd3QiOiJub3BlIn0=";
-    tickets.create(forged, "t", json!(10)).await.assert_error(401, "Not authorized");
+    tickets
+        .create(forged, "t", json!(10))
+        .await
+        .assert_error(401, "Not authorized");
 }
 
 #[tokio::test]
@@ -27,9 +33,16 @@ async fn creating_validates_title_and_price() {
     };
 
     for title in [json!(""), json!("   "), json!(null), json!(5), json!(["a"])] {
-        assert_eq!(post(json!({"title": title, "price": 10})).await.errors(400), vec![title_error.clone()], "{title}");
+        assert_eq!(
+            post(json!({"title": title, "price": 10})).await.errors(400),
+            vec![title_error.clone()],
+            "{title}"
+        );
     }
-    assert_eq!(post(json!({"price": 10})).await.errors(400), vec![title_error.clone()]);
+    assert_eq!(
+        post(json!({"price": 10})).await.errors(400),
+        vec![title_error.clone()]
+    );
     for price in [
         json!(-10),
         json!(0),
@@ -44,9 +57,18 @@ async fn creating_validates_title_and_price() {
         json!({"amount": 5}),
         json!("1e400"),
     ] {
-        assert_eq!(post(json!({"title": "t", "price": price})).await.errors(400), vec![price_error.clone()], "{price}");
+        assert_eq!(
+            post(json!({"title": "t", "price": price}))
+                .await
+                .errors(400),
+            vec![price_error.clone()],
+            "{price}"
+        );
     }
-    assert_eq!(post(json!({})).await.errors(400), vec![title_error, price_error]);
+    assert_eq!(
+        post(json!({})).await.errors(400),
+        vec![title_error, price_error]
+    );
 }
 
 #[tokio::test]
@@ -55,7 +77,10 @@ async fn creating_a_ticket_returns_it_and_publishes_ticket_created() {
     let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketCreated).await;
     let (cookie, user_id) = new_user_cookie();
 
-    let ticket = tickets.create(&cookie, "  Concert  ", json!("12.50")).await.expect(201);
+    let ticket = tickets
+        .create(&cookie, "  Concert  ", json!("12.50"))
+        .await
+        .expect(201);
     assert_eq!(ticket["title"], "Concert");
     assert_eq!(ticket["price"], json!(12.5));
     assert_eq!(ticket["version"], 0);
@@ -63,7 +88,10 @@ async fn creating_a_ticket_returns_it_and_publishes_ticket_created() {
     assert_eq!(ticket["orderId"], Value::Null);
     assert_eq!(tickets.ticket(&ticket["id"]).await, ticket);
 
-    let published = probe.next::<TicketCreated>(WAIT).await.expect("ticket.created");
+    let published = probe
+        .next::<TicketCreated>(WAIT)
+        .await
+        .expect("ticket.created");
     assert_eq!(
         published.event,
         TicketCreated {

@@ -3,7 +3,8 @@ use std::time::Duration;
 use common::events::consumer::{Outcome, apply, durable};
 use common::events::stream;
 use common::events::{
-    OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef, TicketUpdated,
+    OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef,
+    TicketUpdated,
 };
 use common::money::Price;
 use common::testing::{EventProbe, eventually, publish_raw};
@@ -20,12 +21,19 @@ fn order_created(ticket: &Value, order_id: Uuid) -> OrderCreated {
         status: OrderStatus::Created,
         user_id: Uuid::new_v4(),
         expires_at: common::time::now(),
-        ticket: OrderCreatedTicket { id: id_of(ticket), price: Price::from_cents(2000).unwrap() },
+        ticket: OrderCreatedTicket {
+            id: id_of(ticket),
+            price: Price::from_cents(2000).unwrap(),
+        },
     }
 }
 
 fn order_cancelled(ticket: &Value, order_id: Uuid) -> OrderCancelled {
-    OrderCancelled { id: order_id, version: 1, ticket: TicketRef { id: id_of(ticket) } }
+    OrderCancelled {
+        id: order_id,
+        version: 1,
+        ticket: TicketRef { id: id_of(ticket) },
+    }
 }
 
 async fn wait_for_order_id(tickets: &Tickets, ticket: &Value, expected: Option<Uuid>) -> Value {
@@ -36,14 +44,22 @@ async fn wait_for_order_id(tickets: &Tickets, ticket: &Value, expected: Option<U
         if current["orderId"] == expected {
             return current;
         }
-        assert!(tokio::time::Instant::now() < deadline, "orderId never became {expected}: {current}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orderId never became {expected}: {current}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Reserves a ticket the way the orders service does: an `order.created` event.
 pub async fn reserve(tickets: &Tickets, ticket: &Value, order_id: Uuid) -> Value {
-    publish_raw(&tickets.nats.url, &Uuid::new_v4().to_string(), &order_created(ticket, order_id)).await;
+    publish_raw(
+        &tickets.nats.url,
+        &Uuid::new_v4().to_string(),
+        &order_created(ticket, order_id),
+    )
+    .await;
     wait_for_order_id(tickets, ticket, Some(order_id)).await
 }
 
@@ -59,7 +75,12 @@ async fn order_created_reserves_and_order_cancelled_frees_the_ticket() {
     let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
     assert_eq!((event.version, event.order_id), (1, Some(order_id)));
 
-    publish_raw(&tickets.nats.url, "cancel-1", &order_cancelled(&ticket, order_id)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-1",
+        &order_cancelled(&ticket, order_id),
+    )
+    .await;
     let freed = wait_for_order_id(&tickets, &ticket, None).await;
     assert_eq!(freed["version"], 2);
     let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
@@ -72,11 +93,21 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
     let (ticket, _) = tickets.new_ticket().await;
     let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
     reserve(&tickets, &ticket, older).await;
-    publish_raw(&tickets.nats.url, "cancel-older", &order_cancelled(&ticket, older)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-older",
+        &order_cancelled(&ticket, older),
+    )
+    .await;
     wait_for_order_id(&tickets, &ticket, None).await;
     reserve(&tickets, &ticket, newer).await;
     // The older order's cancellation again, late (republished under another id).
-    publish_raw(&tickets.nats.url, "cancel-older-again", &order_cancelled(&ticket, older)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-older-again",
+        &order_cancelled(&ticket, older),
+    )
+    .await;
     settle(&tickets).await;
 
     let current = tickets.ticket(&ticket["id"]).await;
@@ -86,12 +117,21 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
 
 /// Waits until every event published so far has been handled by tickets.
 async fn settle(tickets: &Tickets) {
-    let nats = stream::connect(&tickets.nats.url, "settle-check").await.unwrap();
+    let nats = stream::connect(&tickets.nats.url, "settle-check")
+        .await
+        .unwrap();
     for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
-        let consumer = durable(&nats, tickets::SERVICE, subject, Duration::from_secs(1)).await.unwrap();
+        let consumer = durable(&nats, tickets::SERVICE, subject, Duration::from_secs(1))
+            .await
+            .unwrap();
         let settled = eventually(WAIT, || {
             let mut consumer = consumer.clone();
-            async move { consumer.info().await.is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0) }
+            async move {
+                consumer
+                    .info()
+                    .await
+                    .is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
+            }
         })
         .await;
         assert!(settled, "{subject} events were not all handled");
@@ -106,11 +146,25 @@ async fn a_reservation_waits_for_the_previous_orders_cancellation() {
     let (ticket, _) = tickets.new_ticket().await;
     let (older, newer) = (Uuid::new_v4(), Uuid::new_v4());
     reserve(&tickets, &ticket, older).await;
-    publish_raw(&tickets.nats.url, "create-newer", &order_created(&ticket, newer)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "create-newer",
+        &order_created(&ticket, newer),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(tickets.ticket(&ticket["id"]).await["orderId"], Value::String(older.to_string()), "still the older");
+    assert_eq!(
+        tickets.ticket(&ticket["id"]).await["orderId"],
+        Value::String(older.to_string()),
+        "still the older"
+    );
 
-    publish_raw(&tickets.nats.url, "cancel-older", &order_cancelled(&ticket, older)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-older",
+        &order_cancelled(&ticket, older),
+    )
+    .await;
     let current = wait_for_order_id(&tickets, &ticket, Some(newer)).await;
     assert_eq!(current["version"], 3, "reserved, freed, reserved");
 }
@@ -122,12 +176,25 @@ async fn a_creation_handled_after_its_own_cancellation_reserves_nothing() {
     let tickets = Tickets::start().await;
     let (ticket, _) = tickets.new_ticket().await;
     let order = Uuid::new_v4();
-    publish_raw(&tickets.nats.url, "cancel-first", &order_cancelled(&ticket, order)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "cancel-first",
+        &order_cancelled(&ticket, order),
+    )
+    .await;
     settle(&tickets).await;
-    publish_raw(&tickets.nats.url, "create-late", &order_created(&ticket, order)).await;
+    publish_raw(
+        &tickets.nats.url,
+        "create-late",
+        &order_created(&ticket, order),
+    )
+    .await;
     settle(&tickets).await;
     let current = tickets.ticket(&ticket["id"]).await;
-    assert_eq!((current["orderId"].clone(), current["version"].as_i64()), (Value::Null, Some(0)));
+    assert_eq!(
+        (current["orderId"].clone(), current["version"].as_i64()),
+        (Value::Null, Some(0))
+    );
 }
 
 #[tokio::test]
@@ -153,16 +220,50 @@ async fn a_duplicated_order_created_reserves_once() {
 async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
     let mut tickets = Tickets::start().await;
     let (ticket, _) = tickets.new_ticket().await;
-    tickets.server.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    tickets
+        .server
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let order_id = Uuid::new_v4();
-    publish_raw(&tickets.nats.url, "crash-1", &order_created(&ticket, order_id)).await;
-    let nats = stream::connect(&tickets.nats.url, "crashing-instance").await.unwrap();
-    let consumer = durable(&nats, tickets::SERVICE, Subject::OrderCreated, Duration::from_secs(1)).await.unwrap();
-    let message = consumer.fetch().max_messages(1).messages().await.unwrap().next().await.unwrap().unwrap();
+    publish_raw(
+        &tickets.nats.url,
+        "crash-1",
+        &order_created(&ticket, order_id),
+    )
+    .await;
+    let nats = stream::connect(&tickets.nats.url, "crashing-instance")
+        .await
+        .unwrap();
+    let consumer = durable(
+        &nats,
+        tickets::SERVICE,
+        Subject::OrderCreated,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let message = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
     let pool = sqlx::PgPool::connect(&tickets.database.url).await.unwrap();
     let event: OrderCreated = serde_json::from_slice(&message.payload).unwrap();
-    let outcome = apply(&pool, &tickets::events::OrderCreatedListener, "crash-1", event).await.unwrap();
+    let outcome = apply(
+        &pool,
+        &tickets::events::OrderCreatedListener,
+        "crash-1",
+        event,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome, Outcome::Done);
     drop(message); // never acknowledged
 
@@ -172,7 +273,9 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
         let mut consumer = consumer.clone();
         async move {
             consumer.info().await.is_ok_and(|info| {
-                info.num_ack_pending == 0 && info.num_pending == 0 && info.ack_floor.stream_sequence >= 2
+                info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.ack_floor.stream_sequence >= 2
             })
         }
     })
@@ -186,5 +289,7 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
     // The one ticket.updated of the committed change, published by the restarted relay.
     let event = probe.next::<TicketUpdated>(WAIT).await.unwrap().event;
     assert_eq!(event.version, 1);
-    probe.assert_quiet::<TicketUpdated>(Duration::from_millis(1500)).await;
+    probe
+        .assert_quiet::<TicketUpdated>(Duration::from_millis(1500))
+        .await;
 }

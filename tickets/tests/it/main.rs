@@ -27,11 +27,21 @@ impl Tickets {
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
         let server = start_server(&database, &nats).await;
-        Self { server, nats, database }
+        Self {
+            server,
+            nats,
+            database,
+        }
     }
 
     pub async fn create(&self, cookie: &str, title: &str, price: Value) -> TestResponse {
-        self.server.post("/api/tickets", Some(cookie), json!({"title": title, "price": price})).await
+        self.server
+            .post(
+                "/api/tickets",
+                Some(cookie),
+                json!({"title": title, "price": price}),
+            )
+            .await
     }
 
     /// Creates a ticket as a new user; returns the ticket and that user's cookie.
@@ -42,7 +52,10 @@ impl Tickets {
     }
 
     pub async fn ticket(&self, id: &Value) -> Value {
-        self.server.get(&format!("/api/tickets/{}", id.as_str().unwrap()), None).await.expect(200)
+        self.server
+            .get(&format!("/api/tickets/{}", id.as_str().unwrap()), None)
+            .await
+            .expect(200)
     }
 }
 
@@ -50,13 +63,17 @@ pub fn config(database: &TestDatabase, nats: &TestNats) -> tickets::Config {
     tickets::Config {
         http: HttpConfig::new(&database.url),
         jwt_key: common::config::Secret::new(JWT_KEY),
-        bus: BusConfig { ack_wait: Duration::from_secs(1), ..BusConfig::new(&nats.url) },
+        bus: BusConfig {
+            ack_wait: Duration::from_secs(1),
+            ..BusConfig::new(&nats.url)
+        },
     }
 }
 
 pub async fn start_server(database: &TestDatabase, nats: &TestNats) -> TestServer {
     let config = config(database, nats);
-    let server = TestServer::start(move |listener, shutdown| tickets::run(config, listener, shutdown)).await;
+    let server =
+        TestServer::start(move |listener, shutdown| tickets::run(config, listener, shutdown)).await;
     server.ready().await;
     server
 }

@@ -1,7 +1,9 @@
 use std::time::{Duration, Instant};
 
 use common::events::{Subject, TicketCreated};
-use common::testing::{EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie};
+use common::testing::{
+    EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie,
+};
 use serde_json::json;
 
 /// Contract §8: on SIGTERM the service finishes what it was doing, flushes its outbox
@@ -35,14 +37,23 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
     }
     let stopping = Instant::now();
     assert_eq!(process.terminate().await, Some(0), "exit status");
-    assert!(stopping.elapsed() < Duration::from_secs(10), "within the grace period");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "within the grace period"
+    );
     let logs = process.logs();
 
     for _ in 0..20 {
-        probe.next::<TicketCreated>(Duration::from_secs(5)).await.expect("every committed event was published");
+        probe
+            .next::<TicketCreated>(Duration::from_secs(5))
+            .await
+            .expect("every committed event was published");
     }
     let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(left, 0, "the outbox was flushed");
 
     // Structured logs: one JSON object per line, one line per request with method,
@@ -52,7 +63,13 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| line["message"] == "handled" && line["route"] == "/api/tickets")
         .unwrap_or_else(|| panic!("no request log line in:\n{logs}"));
-    assert_eq!((request_line["method"].as_str(), request_line["status"].as_u64()), (Some("POST"), Some(201)));
+    assert_eq!(
+        (
+            request_line["method"].as_str(),
+            request_line["status"].as_u64()
+        ),
+        (Some("POST"), Some(201))
+    );
     assert!(request_line["latency_ms"].is_number());
     assert!(!logs.contains(JWT_KEY), "the key never appears in the logs");
 }
@@ -60,7 +77,11 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
 #[tokio::test]
 async fn the_openapi_document_describes_the_routes() {
     let tickets = crate::Tickets::start().await;
-    let doc = tickets.server.get("/api/tickets/openapi.json", None).await.expect(200);
+    let doc = tickets
+        .server
+        .get("/api/tickets/openapi.json", None)
+        .await
+        .expect(200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/api/tickets"]["post"].is_object());
     assert!(doc["paths"]["/api/tickets/{id}"]["put"].is_object());
