@@ -6,7 +6,9 @@ export CARGO_TERM_COLOR ?= auto
 export PG_PORT ?= 55432
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:$(PG_PORT)/postgres
 
-.PHONY: up down status test deps lint unit-and-integration clean-test-databases
+SQLX_CLI_VERSION := 0.9.0
+
+.PHONY: up down status test deps lint sqlx-prepare unit-and-integration clean-test-databases
 
 ## up: the whole system on http://localhost:8080 (installs what is missing)
 up:
@@ -25,12 +27,22 @@ test: deps lint unit-and-integration
 deps:
 	$(STACK) install
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+	@cargo sqlx --version 2>/dev/null | grep -q "$(SQLX_CLI_VERSION)" || \
+		cargo install --locked sqlx-cli --version $(SQLX_CLI_VERSION) --no-default-features --features postgres,sqlx-toml
 
+## lint: formatting, clippy, and the offline query data (.sqlx/) against the migrations
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	# The testcontainers path is for machines with a Docker engine; here it is only compiled.
 	cargo clippy -p common --features testcontainers --locked -- -D warnings
+	$(STACK) start-postgres
+	scripts/sqlx-data.sh check
+
+## sqlx-prepare: regenerate .sqlx/ after changing a query or a migration
+sqlx-prepare:
+	$(STACK) start-postgres
+	scripts/sqlx-data.sh prepare
 
 unit-and-integration:
 	$(STACK) start-postgres

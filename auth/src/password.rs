@@ -1,89 +1,244 @@
-//! Password hashing with Argon2id.
+//! Password hashing with Argon2id, on a few threads of its own.
 //!
-//! Hashing is deliberately slow (tens of milliseconds and 19 MiB per hash), so it
-//! runs on the blocking thread pool, never on the async workers, and at most a few
-//! hashes run at once so that a burst of sign-ups cannot exhaust memory.
+//! A hash is deliberately slow (tens of milliseconds) and needs 19 MiB of working
+//! memory. Run on the async runtime it would stall every other request; run on the
+//! blocking pool, each of its many threads would keep its own 19 MiB in the
+//! allocator's per-thread arenas after a burst of sign-ups (1.5 GB was seen). So the
+//! [`Hasher`] owns a small, fixed set of threads (`PASSWORD_HASHING_THREADS`, default
+//! 2): each hashes into one block of memory that it reuses from job to job and frees
+//! after a few idle seconds. Jobs wait in a bounded queue; memory stays at a few
+//! blocks whatever the load.
 
-use std::sync::LazyLock;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::Context;
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use tokio::sync::Semaphore;
+use anyhow::{Context, anyhow};
+use argon2::password_hash::phc::{Output, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use tokio::sync::{Semaphore, oneshot};
 
-static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    Semaphore::new(cores * 2)
-});
+/// A thread frees its working memory after this long without a job.
+const IDLE: Duration = Duration::from_secs(2);
+/// Jobs waiting for a thread; more callers wait (asynchronously) for room.
+const QUEUE: usize = 256;
 
-/// A hash, with the default parameters, of a random password nobody knows. Verifying
-/// against it when the email is unknown makes "unknown email" and "wrong password"
-/// take the same time, so timing does not reveal which emails have accounts.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let unguessable = uuid::Uuid::new_v4().to_string();
-    Argon2::default()
-        .hash_password(unguessable.as_bytes())
-        .map(|hash| hash.to_string())
-        .unwrap_or_default()
-});
-
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    let _permit = HASHING
-        .acquire()
-        .await
-        .context("hashing semaphore closed")?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .context("password hashing task failed")
+/// Hashes and verifies passwords; cheap to clone.
+#[derive(Clone)]
+pub struct Hasher {
+    jobs: mpsc::Sender<Job>,
+    room: Arc<Semaphore>,
+    /// A hash, with the default parameters, of a random password nobody knows.
+    /// Verifying against it when the email is unknown makes "unknown email" and
+    /// "wrong password" take the same time, so timing does not reveal which emails
+    /// have accounts.
+    dummy: Arc<tokio::sync::OnceCell<String>>,
 }
 
-/// Hashes a password into a PHC string (`$argon2id$...`) with a random salt.
-pub async fn hash(password: String) -> anyhow::Result<String> {
-    off_runtime(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
-    })
-    .await?
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<anyhow::Result<Answer>>,
 }
 
-/// Whether `password` matches `hash`; with no hash (unknown user) it does the same
-/// work and answers false.
-pub async fn verify(password: String, hash: Option<String>) -> anyhow::Result<bool> {
-    off_runtime(move || {
+enum Work {
+    Hash(String),
+    Verify { password: String, hash: String },
+}
+
+enum Answer {
+    Hashed(String),
+    Matches(bool),
+}
+
+impl Hasher {
+    /// Starts `threads` hashing threads (at least one).
+    pub fn new(threads: usize) -> anyhow::Result<Self> {
+        let (jobs, receiver) = mpsc::channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || work(&receiver))
+                .context("starting a password hashing thread")?;
+        }
+        Ok(Self {
+            jobs,
+            room: Arc::new(Semaphore::new(QUEUE)),
+            dummy: Arc::default(),
+        })
+    }
+
+    /// Hashes a password into a PHC string (`$argon2id$...`) with a random salt.
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        match self.run(Work::Hash(password)).await? {
+            Answer::Hashed(hash) => Ok(hash),
+            Answer::Matches(_) => Err(anyhow!("the hashing thread answered a hash with a match")),
+        }
+    }
+
+    /// Whether `password` matches `hash`; with no hash (unknown user) it does the same
+    /// work and answers false.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let known = hash.is_some();
-        let stored = hash.unwrap_or_else(|| DUMMY_HASH.clone());
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| anyhow::anyhow!("stored hash is not valid: {e}"))?;
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(known && matches)
-    })
-    .await?
+        let hash = match hash {
+            Some(hash) => hash,
+            None => self.dummy().await?,
+        };
+        match self.run(Work::Verify { password, hash }).await? {
+            Answer::Matches(matches) => Ok(known && matches),
+            Answer::Hashed(_) => Err(anyhow!("the hashing thread answered a match with a hash")),
+        }
+    }
+
+    async fn dummy(&self) -> anyhow::Result<String> {
+        self.dummy
+            .get_or_try_init(|| self.hash(uuid::Uuid::new_v4().to_string()))
+            .await
+            .cloned()
+    }
+
+    async fn run(&self, work: Work) -> anyhow::Result<Answer> {
+        let _room = self.room.acquire().await.context("the hasher is closed")?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { work, reply })
+            .map_err(|_| anyhow!("the password hashing threads are gone"))?;
+        answer.await.context("a password hashing thread failed")?
+    }
+}
+
+/// A hashing thread: takes jobs until the [`Hasher`] is dropped.
+fn work(receiver: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let next = {
+            // Poisoning cannot happen: nothing panics while holding the lock.
+            let receiver = receiver
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if memory.is_empty() {
+                receiver.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                receiver.recv_timeout(IDLE)
+            }
+        };
+        match next {
+            Ok(Job { work, reply }) => {
+                // The caller may have gone (a dropped request); nothing to tell then.
+                let _ = reply.send(run(work, &mut memory));
+            }
+            Err(RecvTimeoutError::Timeout) => memory = Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn run(work: Work, memory: &mut Vec<Block>) -> anyhow::Result<Answer> {
+    match work {
+        Work::Hash(password) => hash(&password, memory).map(Answer::Hashed),
+        Work::Verify { password, hash } => verify(&password, &hash, memory).map(Answer::Matches),
+    }
+}
+
+/// Working memory for `params`, reusing (and if need be growing) `memory`.
+fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
+    let count = params.block_count();
+    if memory.len() < count {
+        memory.resize(count, Block::new());
+    }
+    &mut memory[..count]
+}
+
+fn hash(password: &str, memory: &mut Vec<Block>) -> anyhow::Result<String> {
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = Salt::generate();
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            &salt,
+            &mut output,
+            blocks(memory, &params),
+        )
+        .map_err(|e| anyhow!("hashing a password: {e}"))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params)
+            .try_into()
+            .map_err(|e| anyhow!("encoding the parameters: {e}"))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&output).map_err(|e| anyhow!("encoding the hash: {e}"))?),
+    };
+    Ok(hash.to_string())
+}
+
+fn verify(password: &str, stored: &str, memory: &mut Vec<Block>) -> anyhow::Result<bool> {
+    let parsed = PasswordHash::new(stored).map_err(|e| anyhow!("stored hash is not valid: {e}"))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str())
+        .map_err(|e| anyhow!("stored hash names an unknown algorithm: {e}"))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| anyhow!("stored hash names an unknown version: {e}"))?
+        .unwrap_or_default();
+    let params =
+        Params::try_from(&parsed).map_err(|e| anyhow!("stored hash has bad parameters: {e}"))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(anyhow!("stored hash lacks its salt or output"));
+    };
+    let mut output = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            &salt,
+            &mut output,
+            blocks(memory, &params),
+        )
+        .map_err(|e| anyhow!("hashing a password: {e}"))?;
+    // `Output` compares in constant time.
+    Ok(Output::new(&output).map_err(|e| anyhow!("hash output: {e}"))? == expected)
 }
 
 #[cfg(test)]
 mod tests {
+    use argon2::PasswordVerifier;
+
     use super::*;
 
     #[tokio::test]
     async fn hashes_verify_and_are_salted() {
-        let first = hash("secret".into()).await.unwrap();
-        let second = hash("secret".into()).await.unwrap();
-        assert!(first.starts_with("$argon2id$"));
+        let hasher = Hasher::new(2).unwrap();
+        let first = hasher.hash("secret".into()).await.unwrap();
+        let second = hasher.hash("secret".into()).await.unwrap();
+        assert!(
+            first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{first}"
+        );
         assert_ne!(first, second, "each hash has its own salt");
-        assert!(verify("secret".into(), Some(first.clone())).await.unwrap());
-        assert!(!verify("Secret".into(), Some(first)).await.unwrap());
-        assert!(!verify("anything".into(), None).await.unwrap());
+        assert!(
+            hasher
+                .verify("secret".into(), Some(first.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("Secret".into(), Some(first)).await.unwrap());
+        assert!(!hasher.verify("anything".into(), None).await.unwrap());
     }
 
-    #[test]
-    fn the_dummy_hash_is_a_valid_hash() {
-        assert!(PasswordHash::new(&DUMMY_HASH).is_ok());
+    #[tokio::test]
+    async fn hashes_are_standard_argon2id_both_ways() {
+        let hasher = Hasher::new(1).unwrap();
+        let ours = hasher.hash("pw".into()).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
+        // A hash made by the crate's own API (as the previous version stored them).
+        let theirs = argon2::PasswordHasher::hash_password(&Argon2::default(), b"pw")
+            .unwrap()
+            .to_string();
+        assert!(hasher.verify("pw".into(), Some(theirs)).await.unwrap());
     }
 }

@@ -1,42 +1,83 @@
-//! Database connection and migrations.
+//! The service's database: its two connection pools, migrations, and notifications.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use crate::config::HttpConfig;
+use crate::config::DatabaseConfig;
 
-/// Connects to the service's database, waiting up to 30 s for it to come up.
-pub async fn connect(config: &HttpConfig) -> anyhow::Result<PgPool> {
-    let options = PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .acquire_timeout(Duration::from_secs(5));
-    let url = config.database_url.expose();
-    let mut attempt = 1;
-    loop {
-        match options.clone().connect(url).await {
-            Ok(pool) => return Ok(pool),
-            Err(error) if attempt < 30 => {
-                tracing::warn!(%error, attempt, "database not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                attempt += 1;
+/// A transaction on a pooled connection: what event handlers and the outbox work in.
+pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The connection pools of a service (see [`DatabaseConfig`]): one for HTTP requests,
+/// one for background work, so that neither can starve the other.
+#[derive(Clone)]
+pub struct Pools {
+    /// For HTTP handlers.
+    pub http: PgPool,
+    /// For event handlers, the outbox relay and timers.
+    pub events: PgPool,
+}
+
+impl Pools {
+    /// Connects to the service's database, waiting up to 30 s for it to come up.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(config.url.expose())
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let http = PgPoolOptions::new()
+            .max_connections(config.http_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        // Background work may queue for a connection: nobody is waiting on an answer,
+        // and failing instead would only count against the event.
+        let events = PgPoolOptions::new()
+            .max_connections(config.event_connections)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options);
+        let pools = Self { http, events };
+        pools.wait_until_reachable().await?;
+        Ok(pools)
+    }
+
+    async fn wait_until_reachable(&self) -> anyhow::Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.http.acquire().await {
+                Ok(_) => return Ok(()),
+                Err(error) if attempt < 30 => {
+                    tracing::warn!(%error, attempt, "database not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error).context("connecting to the database"),
             }
-            Err(error) => return Err(error).context("connecting to the database"),
         }
+    }
+
+    /// Runs the event-bus migrations, then the service's own.
+    pub async fn migrate(&self, migrator: &Migrator, on_bus: bool) -> anyhow::Result<()> {
+        if on_bus {
+            migrate_bus(&self.events).await?;
+        }
+        migrator
+            .run(&self.events)
+            .await
+            .context("running migrations")
+    }
+
+    pub async fn close(&self) {
+        self.http.close().await;
+        self.events.close().await;
     }
 }
 
-/// Runs the service's own migrations.
-pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<()> {
-    migrator.run(pool).await.context("running migrations")
-}
-
-/// Creates the event-bus tables (outbox, processed and parked events) in a service's
-/// database. They are versioned in their own table, `_bus_migrations`, so that they
-/// never clash with the service's own migrations.
+/// Creates the event-bus tables (outbox, processed, failing and parked events) in a
+/// service's database. They are versioned in their own table, `_bus_migrations`, so
+/// that they never clash with the service's own migrations.
 pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name("_bus_migrations");
@@ -46,23 +87,23 @@ pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
         .context("running event-bus migrations")
 }
 
-/// A transaction on a pooled connection: what event handlers and the outbox work in.
-pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
-
 /// Wakes a background loop when a transaction that issued `NOTIFY <channel>` commits.
 ///
-/// The connection is made lazily and remade after it drops; while it is down, waits
-/// simply last their full timeout, so callers keep working by polling.
+/// It listens on a connection of its own (never one of the pools': that connection
+/// would be held for good). The connection is made lazily and remade after it drops;
+/// while it is down, waits simply last their full timeout, so callers keep working by
+/// polling.
 pub struct Notifications {
-    pool: PgPool,
+    options: PgConnectOptions,
     channel: &'static str,
-    listener: Option<sqlx::postgres::PgListener>,
+    listener: Option<PgListener>,
 }
 
 impl Notifications {
-    pub fn new(pool: PgPool, channel: &'static str) -> Self {
+    /// Listens on a new connection to `pool`'s database (not one of its connections).
+    pub fn new(pool: &PgPool, channel: &'static str) -> Self {
         Self {
-            pool,
+            options: (*pool.connect_options()).clone(),
             channel,
             listener: None,
         }
@@ -75,14 +116,20 @@ impl Notifications {
             return;
         }
         let connected = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(self.options.clone());
+            let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(self.channel).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         match connected.await {
             Ok(listener) => self.listener = Some(listener),
             Err(error) => {
-                tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead")
+                tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead");
             }
         }
     }

@@ -58,6 +58,14 @@ pub enum Error {
     /// A service we depend on (the payment provider) failed or timed out (502).
     #[error("{0}")]
     BadGateway(String),
+    /// The request ran out of time, or the service cannot serve it now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A database query failed (500); the cause is logged, never sent. Kept apart
+    /// from [`Error::Internal`] so that a constraint violation can still be told apart
+    /// (see [`ResultExt::on_constraint`]).
+    #[error("database query failed")]
+    Database(#[from] sqlx::Error),
     /// Anything unexpected (500); the cause is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -76,7 +84,8 @@ impl Error {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,7 +93,7 @@ impl Error {
     pub fn body(&self) -> ErrorBody {
         let errors = match self {
             Self::Validation(fields) => fields.clone(),
-            Self::Internal(_) => vec![message("Something went wrong")],
+            Self::Database(_) | Self::Internal(_) => vec![message("Something went wrong")],
             other => vec![message(&other.to_string())],
         };
         ErrorBody { errors }
@@ -98,30 +107,46 @@ fn message(text: &str) -> FieldError {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(error).context("database query failed"))
-    }
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Self::Internal(cause) = &self {
+        match &self {
             // `{:#}` prints the whole chain of contexts on one line.
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed")
+            }
+            Self::Database(cause) => {
+                tracing::error!(error = %cause, "request failed: database query failed");
+            }
+            _ => {}
         }
         (self.status(), axum::Json(self.body())).into_response()
     }
 }
 
-/// Whether a database error is the violation of the named unique constraint (or of
-/// any unique constraint when `constraint` is `None`).
-pub fn is_unique_violation(error: &sqlx::Error, constraint: Option<&str>) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation() && (constraint.is_none() || db.constraint() == constraint)
-        }
-        _ => false,
+/// Maps the violation of a named constraint to an error of the caller's choosing, in
+/// one line:
+///
+/// ```ignore
+/// insert.await.on_constraint("users_email_key", |_| Error::bad_request("Email in use"))?;
+/// ```
+pub trait ResultExt<T> {
+    fn on_constraint(
+        self,
+        name: &str,
+        map: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> Error,
+    ) -> Result<T, Error>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn on_constraint(
+        self,
+        name: &str,
+        map: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> Error,
+    ) -> Result<T, Error> {
+        self.map_err(|error| match error {
+            sqlx::Error::Database(db) if db.constraint() == Some(name) => map(db),
+            other => Error::Database(other),
+        })
     }
 }
 

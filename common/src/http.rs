@@ -1,64 +1,91 @@
 //! The router scaffolding every service shares.
 //!
-//! [`app`] takes a service's API routes and adds the operational routes of contract
-//! §8 (`/healthz`, `/readyz`, `/metrics`), the JSON 404 for unknown routes, the
-//! body-size limit, panic recovery and request observation.
+//! [`app`] takes a service's API routes and adds the operational routes of
+//! [docs/api.md § Operations](../../docs/api.md#operations) (`/healthz`, `/readyz`,
+//! `/metrics`), the JSON 404 for unknown routes, the body-size limit, the request
+//! timeout, panic recovery and request observation.
 
 use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::supervisor::{Health, panic_message};
 use crate::{Error, telemetry};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
-/// What `/readyz` checks: the database, and NATS for services on the bus.
+/// What the health routes look at.
 #[derive(Clone)]
-pub struct Readiness {
+pub struct Probes {
+    /// `/readyz`: the service can serve HTTP while this database answers. NATS is not
+    /// checked: writes wait in the outbox while the bus is away, so a bus outage must
+    /// not take every pod out of its Service.
     pub pool: PgPool,
-    pub nats: Option<async_nats::Client>,
-}
-
-impl Readiness {
-    /// Whether the database answers and NATS is connected.
-    pub async fn check(&self) -> bool {
-        let database = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&self.pool),
-        );
-        let nats_ok = self
-            .nats
-            .as_ref()
-            .is_none_or(|nats| nats.connection_state() == async_nats::connection::State::Connected);
-        nats_ok && matches!(database.await, Ok(Ok(_)))
-    }
+    /// `/healthz`: the process is alive and no background worker is crash-looping.
+    pub health: Health,
 }
 
 /// Wraps a service's API routes into the complete application.
-pub fn app(api: Router, readiness: Readiness) -> Router {
-    api.route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready).with_state(readiness))
+pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
+    api.route("/healthz", get(healthz).with_state(probes.health.clone()))
+        .route("/readyz", get(readyz).with_state(probes.pool))
         .route("/metrics", get(|| async { telemetry::render_metrics() }))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            time_limit,
+        ))
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(telemetry::observe))
 }
 
-async fn ready(State(readiness): State<Readiness>) -> Response {
-    if readiness.check().await {
+async fn healthz(State(health): State<Health>) -> Response {
+    let failing = health.failing();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        let body = format!("failing background workers: {}", failing.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn readyz(State(pool): State<PgPool>) -> Response {
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&pool),
+    );
+    if matches!(database.await, Ok(Ok(_))) {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database does not answer",
+        )
+            .into_response()
+    }
+}
+
+/// Abandons a request that runs longer than `limit`: its future is dropped (an open
+/// transaction rolls back and its connection goes back to the pool) and the client
+/// gets 503.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis(), "request timed out");
+            Error::Unavailable("The request took too long; please try again".into()).into_response()
+        }
     }
 }
 
@@ -68,11 +95,7 @@ async fn not_found() -> Error {
 }
 
 fn on_panic(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned());
+    let message = panic_message(panic.as_ref());
     Error::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
@@ -88,14 +111,24 @@ mod tests {
         panic!("secret detail")
     }
 
+    async fn stuck() -> &'static str {
+        std::future::pending::<()>().await;
+        "never"
+    }
+
     fn test_app() -> Router {
         let api = Router::new()
             .route("/api/boom", get(boom))
+            .route("/api/stuck", get(stuck))
             .route("/api/fine", get(|| async { "fine" }));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        app(api, Readiness { pool, nats: None })
+        let probes = Probes {
+            pool,
+            health: Health::default(),
+        };
+        app(api, probes, Duration::from_millis(200))
     }
 
     async fn call(path: &str) -> (StatusCode, String) {
@@ -125,6 +158,18 @@ mod tests {
         let (status, body) = call("/api/nothing/here").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body, r#"{"errors":[{"message":"Not Found"}]}"#);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_runs_too_long_is_503_with_the_error_body() {
+        let started = std::time::Instant::now();
+        let (status, body) = call("/api/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            r#"{"errors":[{"message":"The request took too long; please try again"}]}"#
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -11,13 +11,18 @@
 //! - [`money`] and [`time`]: exact prices in cents and millisecond timestamps;
 //! - [`config`], [`telemetry`], [`http`], [`server`], [`db`]: configuration from
 //!   the environment, logs and metrics, the router scaffolding (health, readiness,
-//!   metrics, fallbacks, limits) and graceful start and stop;
+//!   metrics, fallbacks, limits, timeouts), connection pools, and graceful start and
+//!   stop;
+//! - [`supervisor`] and [`prune`]: background work that is restarted when it fails,
+//!   and the job that keeps bookkeeping tables from growing for ever;
 //! - [`events`]: event subjects and payloads, the transactional outbox and its
-//!   relay, and the durable consumer runner.
+//!   relay, the durable consumer runner and parked events;
+//! - [`cli`]: the command line of every service binary (serve, `env`, `parked`).
 //!
 //! With the `test-support` feature, [`testing`] starts fresh databases, private NATS
 //! servers and in-process services for integration tests.
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -25,8 +30,10 @@ pub mod events;
 pub mod extract;
 pub mod http;
 pub mod money;
+pub mod prune;
 pub mod server;
 pub mod session;
+pub mod supervisor;
 pub mod telemetry;
 pub mod time;
 pub mod validate;
@@ -34,7 +41,7 @@ pub mod validate;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use error::{Error, ErrorBody, FieldError};
+pub use error::{Error, ErrorBody, FieldError, ResultExt};
 pub use extract::{Id, Json, UncheckedId};
 pub use session::{AuthUser, CurrentUser, SessionKeys, UserClaims};
 

@@ -84,6 +84,29 @@ impl TryFrom<i64> for Price {
     }
 }
 
+/// Stored as a `BIGINT` number of cents; a stored value outside (0, MAX] does not decode.
+impl sqlx::Type<sqlx::Postgres> for Price {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <i64 as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Price {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl sqlx::Decode<'_, sqlx::Postgres> for Price {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+        let cents = <i64 as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Self::from_cents(cents).ok_or_else(|| format!("{cents} cents is not a valid price").into())
+    }
+}
+
 impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (units, cents) = (self.0 / 100, self.0 % 100);

@@ -1,71 +1,92 @@
 //! Starting and stopping a service.
 //!
 //! A [`Service`] is the router plus the background work (outbox relay, consumers,
-//! timers). [`Service::run`] serves until the shutdown token is cancelled, then stops
-//! in order (contract §8): stop accepting and finish in-flight requests; let
-//! consumers and timers finish their current unit of work; flush the outbox; close
-//! the database pool.
+//! timers, pruning), each supervised (see [`crate::supervisor`]). [`Service::run`]
+//! serves until the shutdown token is cancelled, then stops in order: stop accepting
+//! and finish in-flight requests; let consumers and timers finish their current unit
+//! of work; flush the outbox; close the database pools.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use futures::future::BoxFuture;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{BusConfig, HttpConfig};
+use crate::db::Pools;
 use crate::events::stream::{self, Nats};
 use crate::events::{Consumers, Relay};
-use crate::{db, telemetry};
+use crate::http::Probes;
+use crate::prune::{BUS_TABLES, Pruner};
+use crate::supervisor::{Health, Workers};
+use crate::telemetry;
 
-type Task = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+type Task = Box<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// A service ready to run.
 pub struct Service {
     name: &'static str,
-    router: Router,
-    pool: PgPool,
-    relay: Option<Relay>,
-    consumers: Option<Consumers>,
-    tasks: Vec<Task>,
-    flush_timeout: Duration,
+    app: Router,
+    pools: Pools,
+    health: Health,
+    bus: Option<(Nats, Consumers)>,
+    tasks: Vec<(&'static str, Task)>,
+    pruner: Option<(Pruner, Duration)>,
 }
 
 impl Service {
-    pub fn new(name: &'static str, router: Router, pool: PgPool) -> Self {
+    /// `api`: the service's routes; the operational routes and layers are added here.
+    pub fn new(name: &'static str, api: Router, pools: Pools, http: &HttpConfig) -> Self {
+        let health = Health::default();
+        let probes = Probes {
+            pool: pools.http.clone(),
+            health: health.clone(),
+        };
         Self {
             name,
-            router,
-            pool,
-            relay: None,
-            consumers: None,
+            app: crate::http::app(api, probes, http.request_timeout),
+            pools,
+            health,
+            bus: None,
             tasks: Vec::new(),
-            flush_timeout: Duration::from_secs(5),
+            pruner: None,
         }
     }
 
-    /// Publishes the service's outbox.
-    pub fn with_relay(mut self, relay: Relay) -> Self {
-        self.relay = Some(relay);
+    /// Publishes the service's outbox, runs its `consumers`, and prunes the bus tables
+    /// (and any table added with [`Self::prune`]).
+    pub fn with_bus(mut self, nats: Nats, consumers: Consumers, config: &BusConfig) -> Self {
+        let pruner = BUS_TABLES.iter().fold(
+            Pruner::new(self.pools.events.clone(), config.retention),
+            |pruner, &(table, column)| pruner.table(table, column),
+        );
+        self.pruner = Some((pruner, config.prune_interval));
+        self.bus = Some((nats, consumers));
         self
     }
 
-    pub fn with_consumers(mut self, consumers: Consumers) -> Self {
-        self.consumers = Some(consumers);
+    /// Also prunes rows of `table` whose timestamp `column` is past the retention.
+    pub fn prune(mut self, table: &'static str, column: &'static str) -> Self {
+        if let Some((pruner, interval)) = self.pruner.take() {
+            self.pruner = Some((pruner.table(table, column), interval));
+        }
         self
     }
 
-    /// A background loop that returns once its token is cancelled.
-    pub fn with_task<F, Fut>(mut self, task: F) -> Self
+    /// A supervised background loop that returns once its token is cancelled. It is
+    /// started again if it panics, so `task` makes a fresh future each time.
+    pub fn with_task<F, Fut>(mut self, name: &'static str, task: F) -> Self
     where
-        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        F: Fn(CancellationToken) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.push(Box::new(move |stop| Box::pin(task(stop))));
+        self.tasks
+            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
         self
     }
 
@@ -78,34 +99,38 @@ impl Service {
         let address = listener
             .local_addr()
             .context("reading the listening address")?;
-        let workers = TaskTracker::new();
+        let workers = Workers::new(self.name, self.health.clone());
         let stop_work = shutdown.child_token();
-        if let Some(consumers) = self.consumers {
-            consumers.spawn(&workers, &stop_work);
+        for (name, task) in self.tasks {
+            workers.supervise(name, stop_work.clone(), task);
         }
-        for task in self.tasks {
-            workers.spawn(task(stop_work.clone()));
+        if let Some((pruner, interval)) = self.pruner {
+            workers.supervise("pruner", stop_work.clone(), move |stop| {
+                pruner.clone().run(interval, stop)
+            });
         }
         // The relay outlives the rest: it publishes what they committed while stopping.
+        let relays = Workers::new(self.name, self.health.clone());
         let stop_relay = CancellationToken::new();
-        let relay = self
-            .relay
-            .map(|relay| tokio::spawn(relay.run(stop_relay.clone(), self.flush_timeout)));
+        if let Some((nats, consumers)) = &self.bus {
+            consumers.spawn(&workers, nats, &stop_work);
+            let relay = Relay::new(self.pools.events.clone(), nats.jetstream.clone());
+            relays.supervise("relay", stop_relay.clone(), move |stop| {
+                relay.clone().run(stop, Duration::from_secs(5))
+            });
+        }
 
         tracing::info!(service = self.name, %address, "listening");
-        let served = axum::serve(listener, self.router)
+        let served = axum::serve(listener, self.app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving HTTP");
 
         stop_work.cancel();
-        workers.close();
         workers.wait().await;
         stop_relay.cancel();
-        if let Some(relay) = relay {
-            relay.await.context("the outbox relay panicked")?;
-        }
-        self.pool.close().await;
+        relays.wait().await;
+        self.pools.close().await;
         tracing::info!(service = self.name, "stopped");
         served
     }
@@ -113,7 +138,7 @@ impl Service {
 
 /// The connections of a service on the event bus, ready to serve.
 pub struct Backend {
-    pub pool: PgPool,
+    pub pools: Pools,
     pub nats: Nats,
 }
 
@@ -126,47 +151,39 @@ impl Backend {
         bus: &BusConfig,
         migrator: &Migrator,
     ) -> anyhow::Result<Self> {
-        let pool = db::connect(http).await?;
-        db::migrate_bus(&pool).await?;
-        db::migrate(&pool, migrator).await?;
-        let nats = stream::connect(&bus.nats_url, name).await?;
-        Ok(Self { pool, nats })
-    }
-
-    /// What `/readyz` checks for this service.
-    pub fn readiness(&self) -> crate::http::Readiness {
-        crate::http::Readiness {
-            pool: self.pool.clone(),
-            nats: Some(self.nats.client.clone()),
-        }
+        let pools = Pools::connect(&http.database).await?;
+        pools.migrate(migrator, true).await?;
+        let nats = stream::connect(&bus.nats_url, name, bus.stream_replicas).await?;
+        Ok(Self { pools, nats })
     }
 
     /// A service on this backend, publishing its outbox and running `consumers`.
-    pub fn service(self, name: &'static str, router: Router, consumers: Consumers) -> Service {
-        let relay = Relay::new(self.pool.clone(), self.nats.jetstream.clone());
-        Service::new(name, router, self.pool)
-            .with_relay(relay)
-            .with_consumers(consumers)
-    }
-
-    /// The consumers of `service` on this backend.
-    pub fn consumers(&self, service: &str, bus: &BusConfig) -> Consumers {
-        Consumers::new(service, self.pool.clone(), self.nats.clone(), bus)
+    pub fn service(
+        self,
+        name: &'static str,
+        api: Router,
+        http: &HttpConfig,
+        bus: &BusConfig,
+        consumers: Consumers,
+    ) -> Service {
+        Service::new(name, api, self.pools, http).with_bus(self.nats, consumers, bus)
     }
 }
 
-/// The body of every service's `main`: logging and metrics, the listener on
-/// `0.0.0.0:port`, shutdown on SIGTERM or Ctrl-C within `grace`, then `run`.
-pub async fn launch<F, Fut>(port: u16, grace: Duration, run: F) -> anyhow::Result<()>
+/// The body of a service's `main` when it serves: logging and metrics, the listener
+/// on `BIND_ADDRESS:PORT`, shutdown on SIGTERM or Ctrl-C within the grace period,
+/// then `run`.
+pub async fn launch<F, Fut>(http: &HttpConfig, run: F) -> anyhow::Result<()>
 where
     F: FnOnce(TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init();
-    let listener = TcpListener::bind(("0.0.0.0", port))
+    let _flush_logs_on_exit = telemetry::init();
+    let address = SocketAddr::new(http.bind_address, http.port);
+    let listener = TcpListener::bind(address)
         .await
-        .with_context(|| format!("binding port {port}"))?;
-    let result = run(listener, shutdown_on_signal(grace)).await;
+        .with_context(|| format!("binding {address}"))?;
+    let result = run(listener, shutdown_on_signal(http.shutdown_grace)).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "service failed");
     }
@@ -198,6 +215,7 @@ pub fn shutdown_on_signal(grace: Duration) -> CancellationToken {
         cancel.cancel();
         tokio::time::sleep(grace).await;
         tracing::error!("shutdown took longer than the grace period; exiting");
+        telemetry::flush();
         std::process::exit(1);
     });
     token

@@ -2,30 +2,61 @@
 //!
 //! [`init`] installs a tracing subscriber (human-readable, or one JSON object per
 //! line with `LOG_FORMAT=json`; filtered by `RUST_LOG`, default `info`) and the
-//! Prometheus recorder behind `GET /metrics`. [`observe`] is the middleware that
-//! gives every request a span and writes one log line and two metrics for it.
+//! Prometheus recorder behind `GET /metrics`. Log lines are formatted on the calling
+//! thread but written to stdout by a thread of their own, so a slow terminal or
+//! collector never holds up a request (if it falls far behind, lines are dropped
+//! rather than requests slowed). The recorder's upkeep runs every few seconds, so the
+//! histograms' memory stays flat whether or not anything scrapes `/metrics`.
+//! [`observe`] is the middleware that gives every request a span and writes one log
+//! line and two metrics for it.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// How often the metrics recorder drains recorded histogram samples into buckets.
+pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Flushes the log writer when dropped (see [`init`]).
+#[must_use = "logs written just before exit are lost unless this is kept until then"]
+pub struct FlushOnDrop;
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        flush();
+    }
+}
 
 /// Installs logging and metrics for this process. Safe to call more than once (tests
-/// run several services in one process); only the first call takes effect.
-pub fn init() {
+/// run several services in one process); only the first call takes effect. Keep the
+/// returned value until the process exits: dropping it flushes the logs.
+pub fn init() -> FlushOnDrop {
+    install();
+    FlushOnDrop
+}
+
+/// [`init`] for processes that never exit on their own (tests): nothing to keep.
+pub fn install() {
     static LOGS: OnceLock<()> = OnceLock::new();
     LOGS.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer);
         // Failing here only means a subscriber is already installed (e.g. by a test harness).
-        let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        let installed = if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+        {
             builder
                 .json()
                 .flatten_event(true)
@@ -35,8 +66,22 @@ pub fn init() {
         } else {
             builder.with_target(false).try_init()
         };
+        if installed.is_ok() {
+            *lock_writer() = Some(guard);
+        }
     });
     prometheus();
+}
+
+/// Writes out what the log writer still holds (before the process exits).
+pub fn flush() {
+    drop(lock_writer().take());
+}
+
+fn lock_writer() -> std::sync::MutexGuard<'static, Option<WorkerGuard>> {
+    LOG_WRITER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn prometheus() -> Option<&'static PrometheusHandle> {
@@ -49,7 +94,21 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    let upkeep = handle.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(METRICS_UPKEEP);
+                                upkeep.run_upkeep();
+                            }
+                        });
+                    if let Err(error) = spawned {
+                        tracing::warn!(%error, "metrics upkeep not started");
+                    }
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "metrics recorder not installed");
                     None

@@ -11,27 +11,29 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::config::BusConfig;
 use common::db::{Tx, migrate_bus};
-use common::events::consumer::{Outcome, apply, durable};
+use common::events::parked::Redriven;
 use common::events::stream::{self, Nats, STREAM};
 use common::events::{
-    Consumers, Event, ExpirationComplete, Handled, Listener, Relay, Subject, append,
+    Consumers, ExpirationComplete, Handled, Listener, Relay, Subject, TicketCreated, TicketUpdated,
+    append, unless_next,
 };
-use common::testing::{EventProbe, TestDatabase, TestNats, eventually, publish_raw};
-use futures::StreamExt;
+use common::money::Price;
+use common::prune::{BUS_TABLES, Pruner};
+use common::supervisor::{Health, Workers};
+use common::testing::bus::{all_acknowledged, apply_without_acknowledging, take_delivery};
+use common::testing::{EventProbe, TestDatabase, TestNats, WAIT, publish_raw, wait_until};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 const SERVICE: &str = "bustest";
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Bench {
     pool: PgPool,
     nats: TestNats,
     connection: Nats,
     stop: CancellationToken,
-    tasks: TaskTracker,
+    workers: Workers,
     _database: TestDatabase,
 }
 
@@ -45,27 +47,32 @@ impl Bench {
             .await
             .unwrap();
         let nats = TestNats::start().await;
-        let connection = stream::connect(&nats.url, "bus-test").await.unwrap();
+        let connection = stream::connect(&nats.url, "bus-test", 1).await.unwrap();
         Self {
             pool,
             nats,
             connection,
             stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            workers: Workers::new(SERVICE, Health::default()),
             _database: database,
         }
     }
 
     fn start_relay(&self) {
         let relay = Relay::new(self.pool.clone(), self.connection.jetstream.clone());
-        self.tasks
-            .spawn(relay.run(self.stop.clone(), Duration::from_secs(5)));
+        self.workers
+            .supervise("relay", self.stop.clone(), move |stop| {
+                relay.clone().run(stop, Duration::from_secs(5))
+            });
     }
 
-    fn start_consumer(&self, recorder: Recorder, config: &BusConfig) {
-        Consumers::new(SERVICE, self.pool.clone(), self.connection.clone(), config)
-            .listen(recorder)
-            .spawn(&self.tasks, &self.stop);
+    fn consumers<L: Listener>(&self, listener: L, config: &BusConfig) -> Consumers {
+        Consumers::new(SERVICE, self.pool.clone(), config).listen(listener)
+    }
+
+    fn start_consumer<L: Listener>(&self, listener: L, config: &BusConfig) {
+        self.consumers(listener, config)
+            .spawn(&self.workers, &self.connection, &self.stop);
     }
 
     /// Commits one `expiration.complete` event per id, each in its own transaction.
@@ -87,12 +94,8 @@ impl Bench {
     }
 
     async fn wait_for_count(&self, sql: &str, expected: i64) {
-        let reached = eventually(WAIT, || async { self.count(sql).await == expected }).await;
-        assert!(
-            reached,
-            "`{sql}` is {} after {WAIT:?}, expected {expected}",
-            self.count(sql).await
-        );
+        let what = format!("`{sql}` to be {expected}");
+        wait_until(&what, || async { self.count(sql).await == expected }).await;
     }
 
     async fn stream_messages(&self) -> u64 {
@@ -111,22 +114,26 @@ fn ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
-fn config(max_deliveries: i64, ack_wait: Duration) -> BusConfig {
+/// Bus settings for tests: quick retries, `max_failures` failures before parking.
+fn config(max_failures: i64, ack_wait: Duration) -> BusConfig {
     BusConfig {
-        max_deliveries,
+        max_failures,
         ack_wait,
-        ..BusConfig::new("unused")
+        retry_max_delay: Duration::from_millis(200),
+        ..BusConfig::for_tests("unused")
     }
 }
 
 /// Records each `expiration.complete` in `handled`; can be told to fail (after doing
-/// its database work, which must then be rolled back) or to answer "not yet".
+/// its database work, which must then be rolled back), to answer "not yet", or to
+/// panic on one order.
 #[derive(Clone)]
 struct Recorder {
     instance: &'static str,
     calls: Arc<AtomicU32>,
     failures_left: Arc<AtomicI32>,
     not_yet_left: Arc<AtomicI32>,
+    panic_on: Option<Uuid>,
 }
 
 impl Recorder {
@@ -136,6 +143,7 @@ impl Recorder {
             calls: Arc::default(),
             failures_left: Arc::default(),
             not_yet_left: Arc::default(),
+            panic_on: None,
         }
     }
 
@@ -154,6 +162,7 @@ impl Listener for Recorder {
             .bind(self.instance)
             .execute(&mut **tx)
             .await?;
+        assert_ne!(Some(event.order_id), self.panic_on, "injected panic");
         if self.failures_left.fetch_sub(1, Ordering::SeqCst) > 0 {
             anyhow::bail!("injected failure after the database work");
         }
@@ -286,26 +295,10 @@ async fn a_duplicated_delivery_changes_state_once() {
 
     let recorder = Recorder::new("a");
     bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
-    let consumer = durable(
-        &bench.connection,
-        SERVICE,
-        Subject::ExpirationComplete,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let all_acknowledged = eventually(WAIT, || {
-        let mut consumer = consumer.clone();
-        async move {
-            let info = consumer.info().await.unwrap();
-            info.ack_floor.stream_sequence == 2 && info.num_ack_pending == 0
-        }
+    wait_until("both deliveries to be handled and acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 2)
     })
     .await;
-    assert!(
-        all_acknowledged,
-        "both deliveries were handled and acknowledged"
-    );
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
     assert_eq!(
         recorder.calls(),
@@ -431,40 +424,24 @@ async fn an_unreadable_event_is_parked_at_once() {
 async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_changes_nothing() {
     let bench = Bench::start().await;
     let ack_wait = Duration::from_secs(1);
-    let consumer = durable(
-        &bench.connection,
-        SERVICE,
-        Subject::ExpirationComplete,
-        ack_wait,
-    )
-    .await
-    .unwrap();
     let order_id = Uuid::new_v4();
     publish_raw(&bench.nats.url, "evt-1", &ExpirationComplete { order_id }).await;
 
     // The first instance applies and commits, then "crashes" before acknowledging.
     let recorder = Recorder::new("crashed");
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let message = batch.next().await.unwrap().unwrap();
+    let subject = Subject::ExpirationComplete;
+    let message = take_delivery(&bench.connection, SERVICE, subject, ack_wait).await;
     let event: ExpirationComplete = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!(
-        apply(&bench.pool, &recorder, "evt-1", event).await.unwrap(),
-        Outcome::Done
-    );
+    assert!(apply_without_acknowledging(&bench.pool, &recorder, "evt-1", event).await);
     drop(message);
 
     // A healthy instance gets the redelivery once the ack wait has passed.
     let healthy = Recorder::new("healthy");
     bench.start_consumer(healthy.clone(), &config(10, ack_wait));
-    let settled = eventually(WAIT, || {
-        let mut consumer = consumer.clone();
-        async move {
-            let info = consumer.info().await.unwrap();
-            info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0
-        }
+    wait_until("the redelivery to be acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, subject, 1)
     })
     .await;
-    assert!(settled, "the redelivery was acknowledged");
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
     assert_eq!(
         healthy.calls(),
@@ -485,11 +462,262 @@ async fn stopping_the_relay_flushes_what_is_committed() {
     assert_eq!(bench.stream_messages().await, 50);
 }
 
-#[test]
-fn redelivery_backs_off() {
-    use common::events::consumer::redelivery_delay;
-    assert_eq!(redelivery_delay(1), Duration::from_millis(50));
-    assert_eq!(redelivery_delay(2), Duration::from_millis(100));
-    assert_eq!(redelivery_delay(50), Duration::from_secs(5));
-    assert_eq!(ExpirationComplete::SUBJECT, Subject::ExpirationComplete);
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_delivery_and_the_rest_is_handled() {
+    let bench = Bench::start().await;
+    let poison = Uuid::new_v4();
+    let recorder = Recorder {
+        panic_on: Some(poison),
+        ..Recorder::new("a")
+    };
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+    let mut events = ids(20);
+    events.insert(7, poison);
+    bench.commit_events(&events).await;
+
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 20)
+        .await;
+    let (payload, failures, error): (String, i64, String) =
+        sqlx::query_as("SELECT payload, deliveries, error FROM parked_events")
+            .fetch_one(&bench.pool)
+            .await
+            .unwrap();
+    assert!(payload.contains(&poison.to_string()));
+    assert_eq!(failures, 3);
+    assert!(error.contains("the handler panicked: "), "{error}");
+    assert_eq!(
+        bench
+            .count(&format!(
+                "SELECT count(*) FROM handled WHERE order_id = '{poison}'"
+            ))
+            .await,
+        0,
+        "the panicking attempts were rolled back"
+    );
+
+    // The consumer carries on.
+    bench.commit_events(&ids(5)).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 25)
+        .await;
+    assert!(bench.workers.health().failing().is_empty());
+}
+
+/// A replica of "tickets" (`ticket.created` / `ticket.updated`) that applies versions
+/// strictly in order, for the tests of waiting events.
+#[derive(Clone, Default)]
+struct Replica {
+    updates_seen: Arc<AtomicU32>,
+}
+
+impl Listener for Replica {
+    type Event = TicketUpdated;
+
+    async fn handle(&self, tx: &mut Tx, event: TicketUpdated) -> anyhow::Result<Handled> {
+        self.updates_seen.fetch_add(1, Ordering::SeqCst);
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM replica WHERE id = $1 FOR UPDATE")
+                .bind(event.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(answer) = unless_next(version, event.version) {
+            return Ok(answer);
+        }
+        sqlx::query("UPDATE replica SET version = $2, title = $3 WHERE id = $1")
+            .bind(event.id)
+            .bind(event.version)
+            .bind(&event.title)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Handled::Done)
+    }
+}
+
+struct ReplicaCreated;
+
+impl Listener for ReplicaCreated {
+    type Event = TicketCreated;
+
+    async fn handle(&self, tx: &mut Tx, event: TicketCreated) -> anyhow::Result<Handled> {
+        sqlx::query("INSERT INTO replica (id, version, title) VALUES ($1, $2, $3)")
+            .bind(event.id)
+            .bind(event.version)
+            .bind(&event.title)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Handled::Done)
+    }
+}
+
+#[tokio::test]
+async fn an_event_waiting_for_its_predecessor_is_never_parked() {
+    let bench = Bench::start().await;
+    sqlx::query(
+        "CREATE TABLE replica (id UUID PRIMARY KEY, version BIGINT NOT NULL, title TEXT NOT NULL)",
+    )
+    .execute(&bench.pool)
+    .await
+    .unwrap();
+    // Parking after 3 failures and retrying every 200 ms at most: the old rule parked
+    // an event after 3 deliveries, waiting or not.
+    let config = config(3, Duration::from_secs(5));
+    let replica = Replica::default();
+    Consumers::new(SERVICE, bench.pool.clone(), &config)
+        .listen(replica.clone())
+        .listen(ReplicaCreated)
+        .spawn(&bench.workers, &bench.connection, &bench.stop);
+
+    let (id, user_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let price = Price::from_cents(100).unwrap();
+    let updated = |version: i64| TicketUpdated {
+        id,
+        version,
+        title: format!("v{version}"),
+        price,
+        user_id,
+        order_id: None,
+    };
+    publish_raw(&bench.nats.url, "update-2", &updated(2)).await;
+    publish_raw(&bench.nats.url, "update-1", &updated(1)).await;
+    wait_until("ten deliveries of the waiting updates", || async {
+        replica.updates_seen.load(Ordering::SeqCst) >= 10
+    })
+    .await;
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+
+    let created = TicketCreated {
+        id,
+        version: 0,
+        title: "v0".into(),
+        price,
+        user_id,
+    };
+    publish_raw(&bench.nats.url, "created", &created).await;
+    bench
+        .wait_for_count("SELECT coalesce(max(version), -1) FROM replica", 2)
+        .await;
+    let title: String = sqlx::query_scalar("SELECT title FROM replica")
+        .fetch_one(&bench.pool)
+        .await
+        .unwrap();
+    assert_eq!(title, "v2");
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(bench.count("SELECT count(*) FROM event_failures").await, 0);
+}
+
+#[tokio::test]
+async fn a_parked_event_can_be_re_driven_once_its_cause_is_fixed() {
+    let bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    recorder.failures_left.store(3, Ordering::SeqCst);
+    let config = config(3, Duration::from_secs(5));
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config);
+    let order_id = Uuid::new_v4();
+    bench.commit_events(&[order_id]).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    assert_eq!(bench.count("SELECT count(*) FROM event_failures").await, 0);
+
+    // The operator's view, through the same listeners as the service.
+    let operator = bench.consumers(recorder.clone(), &config);
+    let parked = operator.parked().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].subject, "expiration.complete");
+    assert_eq!(parked[0].failures, 3);
+    assert!(parked[0].error.contains("injected failure"));
+
+    // The cause is gone (failures_left is spent): re-driving applies it once.
+    assert_eq!(
+        operator.redrive(parked[0].id).await.unwrap(),
+        Redriven::Applied
+    );
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+    assert!(operator.redrive(parked[0].id).await.is_err(), "it is gone");
+
+    // A parked event that was handled meanwhile is recognised and only removed.
+    sqlx::query(
+        "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
+         SELECT event_id, subject, $1, 1, 'copy' FROM processed_events",
+    )
+    .bind(serde_json::json!({ "orderId": order_id }).to_string())
+    .execute(&bench.pool)
+    .await
+    .unwrap();
+    let results = operator.redrive_all().await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1, Redriven::AlreadyHandled);
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+}
+
+#[tokio::test]
+async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
+    let bench = Bench::start().await;
+    let recent = Uuid::new_v4();
+    for (event_id, age) in [
+        ("old-1", "8 days"),
+        ("old-2", "30 days"),
+        ("recent-1", "6 days"),
+        (&*recent.to_string(), "1 hour"),
+    ] {
+        sqlx::query(
+            "INSERT INTO processed_events (event_id, subject, processed_at)
+             VALUES ($1, 'expiration.complete', now() - $2::interval)",
+        )
+        .bind(event_id)
+        .bind(age)
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    }
+    for (event_id, age) in [("parked-old", "9 days"), ("parked-new", "1 day")] {
+        sqlx::query(
+            "INSERT INTO parked_events (event_id, subject, payload, deliveries, error, parked_at)
+             VALUES ($1, 'expiration.complete', '{}', 1, 'x', now() - $2::interval)",
+        )
+        .bind(event_id)
+        .bind(age)
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    }
+
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let pruner = BUS_TABLES
+        .iter()
+        .fold(Pruner::new(bench.pool.clone(), week), |p, &(t, c)| {
+            p.table(t, c)
+        });
+    let deleted = pruner.prune().await.unwrap();
+    assert!(deleted.contains(&("processed_events", 2)), "{deleted:?}");
+    assert!(deleted.contains(&("parked_events", 1)), "{deleted:?}");
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM processed_events ORDER BY event_id")
+            .fetch_all(&bench.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.contains(&"recent-1".to_owned()));
+
+    // A copy of an event handled within the horizon is still recognised.
+    let recorder = Recorder::new("a");
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+    publish_raw(
+        &bench.nats.url,
+        &recent.to_string(),
+        &ExpirationComplete { order_id: recent },
+    )
+    .await;
+    wait_until("the copy to be acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 1)
+    })
+    .await;
+    assert_eq!(recorder.calls(), 0, "the copy never reached the listener");
 }

@@ -18,7 +18,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use e2e::{Options, Stack, wait_until};
+use common::testing::wait_until;
+use e2e::{Options, Stack};
 use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -47,16 +48,13 @@ async fn main() {
         .await;
     let created_in = started.elapsed();
     let expected = i64::try_from(count).unwrap();
-    wait_until(
-        || async {
-            let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-                .fetch_one(&stack.orders.pool)
-                .await
-                .unwrap();
-            (replicated == expected).then_some(())
-        },
-        "every ticket to be replicated",
-    )
+    wait_until("every ticket to be replicated", || async {
+        let replicated: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+            .fetch_one(&stack.orders.pool)
+            .await
+            .unwrap();
+        (replicated == expected).then_some(())
+    })
     .await;
 
     let created: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(

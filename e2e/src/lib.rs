@@ -5,14 +5,11 @@
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig, Secret};
-use common::testing::{JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer};
-use payments::stripe::StripeConfig;
+use common::config::BusConfig;
+use common::testing::{TestDatabase, TestNats, TestResponse, TestServer, cookie_of, wait_until};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use stripe_standin::StandIn;
-
-pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct Options {
     /// How long a buyer has to pay (orders' `EXPIRATION_WINDOW_SECONDS`).
@@ -48,23 +45,23 @@ pub struct Stack {
 
 pub const STRIPE_KEY: &str = "sk_test_e2e";
 
-fn bus(nats: &TestNats) -> BusConfig {
-    BusConfig {
-        ack_wait: Duration::from_secs(2),
-        ..BusConfig::new(&nats.url)
-    }
+/// Short ack waits, so that redeliveries after a failure come soon.
+fn bus(mut bus: BusConfig) -> BusConfig {
+    bus.ack_wait = Duration::from_secs(2);
+    bus
 }
 
+/// Starts a service on a fresh database of its own: `run` gets that database's URL.
 async fn start<F, Fut>(run: F) -> Running
 where
-    F: FnOnce(HttpConfig, tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut,
+    F: FnOnce(&str, tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let database = TestDatabase::create().await;
-    let http = HttpConfig::new(&database.url);
-    let server = TestServer::start(|listener, shutdown| run(http, listener, shutdown)).await;
+    let url = database.url.clone();
+    let server = TestServer::start(|listener, shutdown| run(&url, listener, shutdown)).await;
     server.ready().await;
-    let pool = PgPool::connect(&database.url).await.unwrap();
+    let pool = database.pool().await;
     Running {
         server,
         database,
@@ -75,81 +72,36 @@ where
 impl Stack {
     pub async fn start(options: Options) -> Self {
         let nats = TestNats::start().await;
-        let jwt_key = Secret::new(JWT_KEY);
-        let auth = start(|http, l, s| {
-            let session_ttl = Duration::from_secs(3600);
-            auth::run(
-                auth::Config {
-                    http,
-                    jwt_key: jwt_key.clone(),
-                    session_ttl,
-                    cookie_secure: false,
-                },
-                l,
-                s,
-            )
+        let auth = start(|db, l, s| auth::run(auth::Config::for_tests(db), l, s)).await;
+        let tickets = start(|db, l, s| {
+            let mut config = tickets::Config::for_tests(db, &nats.url);
+            config.bus = bus(config.bus);
+            tickets::run(config, l, s)
         })
         .await;
-        let tickets = start(|http, l, s| {
-            tickets::run(
-                tickets::Config {
-                    http,
-                    bus: bus(&nats),
-                    jwt_key: jwt_key.clone(),
-                },
-                l,
-                s,
-            )
+        let orders = start(|db, l, s| {
+            let mut config = orders::Config::for_tests(db, &nats.url);
+            config.bus = bus(config.bus);
+            config.expiration_window = options.expiration_window;
+            orders::run(config, l, s)
         })
         .await;
-        let orders = start(|http, l, s| {
-            let expiration_window = options.expiration_window;
-            orders::run(
-                orders::Config {
-                    http,
-                    bus: bus(&nats),
-                    jwt_key: jwt_key.clone(),
-                    expiration_window,
-                },
-                l,
-                s,
-            )
-        })
-        .await;
-        let expiration = start(|http, l, s| {
-            expiration::run(
-                expiration::Config {
-                    http,
-                    bus: bus(&nats),
-                },
-                l,
-                s,
-            )
+        let expiration = start(|db, l, s| {
+            let mut config = expiration::Config::for_tests(db, &nats.url);
+            config.bus = bus(config.bus);
+            expiration::run(config, l, s)
         })
         .await;
         let stripe = StandIn::new(Some(STRIPE_KEY.into()));
-        let router = stripe.router();
+        let served = stripe.clone();
         let stripe_server = TestServer::start(|listener, shutdown| async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await?;
-            Ok(())
+            Ok(served.serve(listener, shutdown.cancelled_owned()).await?)
         })
         .await;
-        let stripe_config = StripeConfig {
-            key: Secret::new(STRIPE_KEY),
-            api_base: stripe_server.url(""),
-            timeout: Duration::from_secs(10),
-            currency: "usd".into(),
-        };
-        let payments = start(|http, l, s| {
-            let config = payments::Config {
-                http,
-                bus: bus(&nats),
-                jwt_key: jwt_key.clone(),
-                stripe: stripe_config,
-                reconcile_after: Duration::from_secs(60),
-            };
+        let payments = start(|db, l, s| {
+            let mut config =
+                payments::Config::for_tests(db, &nats.url, &stripe_server.url(""), STRIPE_KEY);
+            config.bus = bus(config.bus);
             payments::run(config, l, s)
         })
         .await;
@@ -177,8 +129,7 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        let cookie = response.headers()["set-cookie"].to_str().unwrap();
-        cookie.split(';').next().unwrap().to_owned()
+        cookie_of(response.headers())
     }
 
     pub async fn create_ticket(&self, cookie: &str, title: &str, price: Value) -> Value {
@@ -221,10 +172,9 @@ impl Stack {
         ticket_id: &Value,
         version: i64,
     ) -> (i64, String, i64) {
-        wait_until(
-            || async { self.replica(ticket_id).await.filter(|r| r.0 == version) },
-            "the replica version",
-        )
+        wait_until("the replica version", || async {
+            self.replica(ticket_id).await.filter(|r| r.0 == version)
+        })
         .await
     }
 
@@ -241,10 +191,10 @@ impl Stack {
     }
 
     pub async fn wait_for_order_status(&self, cookie: &str, order_id: &Value, status: &str) {
-        wait_until(
-            || async { (self.order_status(cookie, order_id).await == status).then_some(()) },
-            status,
-        )
+        let what = format!("the order to become {status}");
+        wait_until(&what, || async {
+            self.order_status(cookie, order_id).await == status
+        })
         .await;
     }
 
@@ -252,44 +202,21 @@ impl Stack {
     /// service to have heard of it.
     pub async fn pay(&self, cookie: &str, order_id: &Value, token: &str) -> TestResponse {
         let body = json!({"token": token, "orderId": order_id});
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        wait_until("payments to know of the order", || async {
             let response = self
                 .payments
                 .server
                 .post("/api/payments", Some(cookie), body.clone())
                 .await;
-            if response.status != 404 || tokio::time::Instant::now() > deadline {
-                return response;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (response.status != 404).then_some(response)
+        })
+        .await
     }
 
     pub async fn wait_for_ticket(&self, id: &Value, check: impl Fn(&Value) -> bool) -> Value {
-        wait_until(
-            || async { Some(self.ticket(id).await).filter(|t| check(t)) },
-            "the ticket state",
-        )
+        wait_until("the ticket state", || async {
+            Some(self.ticket(id).await).filter(|t| check(t))
+        })
         .await
-    }
-}
-
-/// Polls `probe` until it returns `Some` (or panics after [`WAIT`]).
-pub async fn wait_until<T, F, Fut>(mut probe: F, what: &str) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,5 +1,6 @@
-//! The expiration service (contract §7.5): for every `order.created` it schedules
-//! `expiration.complete` at the order's `expiresAt`, in its own database.
+//! The expiration service ([docs/api.md § Events](../../docs/api.md#events)): for
+//! every `order.created` it schedules `expiration.complete` at the order's
+//! `expiresAt`, in its own database.
 //!
 //! - accurate: the [`scheduler`] sleeps exactly until the next entry is due (woken
 //!   early when a sooner one arrives), so an order expires within milliseconds;
@@ -11,12 +12,15 @@
 //!
 //! It has no public API; it serves `/healthz`, `/readyz` and `/metrics`.
 
-pub mod order_created;
+pub mod events;
 pub mod schedule;
 pub mod scheduler;
 
-use common::config::{BusConfig, ConfigError, HttpConfig};
+use common::cli::ServiceMain;
+use common::config::{BusConfig, ConfigError, Env, HttpConfig};
+use common::events::Consumers;
 use common::server::Backend;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -31,12 +35,24 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            http: HttpConfig::from_env()?,
-            bus: BusConfig::from_env()?,
+            http: HttpConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
         })
     }
+
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            http: HttpConfig::for_tests(database_url),
+            bus: BusConfig::for_tests(nats_url),
+        }
+    }
+}
+
+/// The listener: orders enter the schedule.
+pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
+    Consumers::new(SERVICE, pool, &config.bus).listen(events::OrderCreatedListener)
 }
 
 /// Connects, migrates, schedules and serves health until `shutdown` is cancelled.
@@ -46,14 +62,38 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
-    let app = common::http::app(axum::Router::new(), backend.readiness());
-    let consumers = backend
-        .consumers(SERVICE, &config.bus)
-        .listen(order_created::OrderCreatedListener);
-    let pool = backend.pool.clone();
+    let consumers = consumers(&config, backend.pools.events.clone());
+    let pool = backend.pools.events.clone();
     backend
-        .service(SERVICE, app, consumers)
-        .with_task(move |stop| scheduler::run(pool, stop))
+        .service(
+            SERVICE,
+            axum::Router::new(),
+            &config.http,
+            &config.bus,
+            consumers,
+        )
+        .prune("schedules", "fired_at")
+        .with_task("scheduler", move |stop| scheduler::run(pool.clone(), stop))
         .run(listener, shutdown)
         .await
+}
+
+impl ServiceMain for Config {
+    const NAME: &'static str = SERVICE;
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+
+    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
+        Ok(Some(consumers(self, pool)))
+    }
 }

@@ -1,11 +1,4 @@
-use common::config::load_or_exit;
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = load_or_exit(expiration::Config::from_env);
-    let (port, grace) = (config.http.port, config.http.shutdown_grace);
-    common::server::launch(port, grace, |listener, shutdown| {
-        expiration::run(config, listener, shutdown)
-    })
-    .await
+async fn main() -> std::process::ExitCode {
+    common::cli::main::<expiration::Config>().await
 }

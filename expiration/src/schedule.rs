@@ -13,12 +13,21 @@ pub const BATCH: usize = 200;
 
 /// Schedules an order's expiry; a second copy of the same order changes nothing.
 pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO schedules (order_id, expires_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING")
-        .bind(order_id)
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "INSERT INTO schedules (order_id, expires_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING",
+        order_id,
+        expires_at,
+    )
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// An entry that came due and fired.
+struct Fired {
+    order_id: Uuid,
+    /// How long after its due time it fired.
+    lateness_seconds: f64,
 }
 
 /// Fires up to [`BATCH`] due entries: claims them (skipping any another instance holds),
@@ -26,33 +35,32 @@ pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Re
 /// transaction. Returns how many fired.
 pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let fired: Vec<(Uuid, f64)> = sqlx::query_as(
-        "WITH due AS (
-             SELECT order_id FROM schedules
-             WHERE fired_at IS NULL AND expires_at <= clock_timestamp()
-             ORDER BY expires_at
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE schedules AS s SET fired_at = clock_timestamp()
-         FROM due WHERE s.order_id = due.order_id
-         RETURNING s.order_id, extract(epoch FROM s.fired_at - s.expires_at)::float8",
+    let fired = sqlx::query_as!(
+        Fired,
+        r#"WITH due AS (
+               SELECT order_id FROM schedules
+               WHERE fired_at IS NULL AND expires_at <= clock_timestamp()
+               ORDER BY expires_at
+               LIMIT $1
+               FOR UPDATE SKIP LOCKED
+           )
+           UPDATE schedules AS s SET fired_at = clock_timestamp()
+           FROM due WHERE s.order_id = due.order_id
+           RETURNING s.order_id,
+                     extract(epoch FROM s.fired_at - s.expires_at)::float8 AS "lateness_seconds!""#,
+        BATCH as i64,
     )
-    .bind(i64::try_from(BATCH)?)
     .fetch_all(&mut *tx)
     .await?;
-    for (order_id, _) in &fired {
-        append(
-            &mut tx,
-            &ExpirationComplete {
-                order_id: *order_id,
-            },
-        )
-        .await?;
+    for entry in &fired {
+        let event = ExpirationComplete {
+            order_id: entry.order_id,
+        };
+        append(&mut tx, &event).await?;
     }
     tx.commit().await?;
-    for (_, lateness) in &fired {
-        metrics::histogram!("expiration_lateness_seconds").record(*lateness);
+    for entry in &fired {
+        metrics::histogram!("expiration_lateness_seconds").record(entry.lateness_seconds);
     }
     metrics::counter!("expirations_fired_total").increment(u64::try_from(fired.len())?);
     Ok(fired.len())
@@ -61,8 +69,9 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
 /// How long until the next pending entry is due (zero if one is overdue), by the
 /// database's clock; `None` when nothing is pending.
 pub async fn next_due_in(pool: &PgPool) -> sqlx::Result<Option<Duration>> {
-    let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM min(expires_at) - clock_timestamp())::float8 FROM schedules WHERE fired_at IS NULL",
+    let seconds = sqlx::query_scalar!(
+        "SELECT extract(epoch FROM min(expires_at) - clock_timestamp())::float8
+         FROM schedules WHERE fired_at IS NULL"
     )
     .fetch_one(pool)
     .await?;

@@ -14,7 +14,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Fires due entries, then sleeps until the next one is due or a new entry arrives,
 /// until `stop` is cancelled.
 pub async fn run(pool: PgPool, stop: CancellationToken) {
-    let mut notifications = Notifications::new(pool.clone(), "schedules");
+    let mut notifications = Notifications::new(&pool, "schedules");
     while !stop.is_cancelled() {
         notifications.listen().await;
         let sleep = match schedule::fire_due(&pool).await {

@@ -1,4 +1,5 @@
-//! The orders service (contract §5): buyers reserve tickets by ordering them.
+//! The orders service ([docs/api.md § Orders](../../docs/api.md#orders)): buyers
+//! reserve tickets by ordering them.
 //!
 //! It keeps a replica of the tickets (from `ticket.created` / `ticket.updated`, in
 //! version order), makes reservation race-free with a unique index, and decides the
@@ -7,13 +8,16 @@
 
 pub mod events;
 pub mod order;
+pub mod replica;
 pub mod routes;
 
 use std::time::Duration;
 
 use axum::extract::FromRef;
 use common::SessionKeys;
-use common::config::{self, BusConfig, ConfigError, HttpConfig, Secret};
+use common::cli::ServiceMain;
+use common::config::{self, BusConfig, ConfigError, Env, HttpConfig, Secret};
+use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -34,27 +38,39 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            http: HttpConfig::from_env()?,
-            bus: BusConfig::from_env()?,
-            jwt_key: common::config::jwt_key()?,
-            expiration_window: config::seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
+            http: HttpConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+            expiration_window: env.seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
         })
+    }
+
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            http: HttpConfig::for_tests(database_url),
+            bus: BusConfig::for_tests(nats_url),
+            jwt_key: Secret::new(config::TEST_JWT_KEY),
+            expiration_window: Duration::from_secs(15 * 60),
+        }
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub pool: PgPool,
     pub keys: SessionKeys,
     pub expiration_window: chrono::TimeDelta,
 }
 
-impl FromRef<AppState> for SessionKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
+/// The listeners: the ticket replica, expiry and payment.
+pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
+    Consumers::new(SERVICE, pool, &config.bus)
+        .listen(events::TicketCreatedListener)
+        .listen(events::TicketUpdatedListener)
+        .listen(events::ExpirationCompleteListener)
+        .listen(events::PaymentCreatedListener)
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
@@ -65,19 +81,39 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let state = AppState {
-        pool: backend.pool.clone(),
+        pool: backend.pools.http.clone(),
         keys: SessionKeys::reader(&config.jwt_key),
         expiration_window: chrono::TimeDelta::from_std(config.expiration_window)?,
     };
-    let app = common::http::app(routes::router(state), backend.readiness());
-    let consumers = backend
-        .consumers(SERVICE, &config.bus)
-        .listen(events::TicketCreatedListener)
-        .listen(events::TicketUpdatedListener)
-        .listen(events::ExpirationCompleteListener)
-        .listen(events::PaymentCreatedListener);
+    let consumers = consumers(&config, backend.pools.events.clone());
     backend
-        .service(SERVICE, app, consumers)
+        .service(
+            SERVICE,
+            routes::router(state),
+            &config.http,
+            &config.bus,
+            consumers,
+        )
         .run(listener, shutdown)
         .await
+}
+
+impl ServiceMain for Config {
+    const NAME: &'static str = SERVICE;
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+
+    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
+        Ok(Some(consumers(self, pool)))
+    }
 }

@@ -1,14 +1,16 @@
-//! The payments service (contract §6): charges an order through Stripe and records
-//! every attempt as a charge.
+//! The payments service ([docs/api.md § Payments](../../docs/api.md#payments)): charges
+//! an order through Stripe and records every attempt as a charge.
 //!
 //! Paying races with expiring. The orders service decides (first transition wins);
 //! this service makes sure money follows that decision: a charge that completes for
-//! an order that is, or becomes, cancelled is refunded, whichever happens first. All
-//! of it is serialised on the order's row in this service's replica; see [`settle`].
+//! an order that is, or becomes, cancelled is refunded, whichever happens first. Every
+//! decision is serialised on the order's row in this service's replica, and no lock is
+//! ever held across a call to Stripe; see [`settle`].
 
+pub mod charge;
 pub mod events;
-pub mod model;
 pub mod reconciler;
+pub mod replica;
 pub mod routes;
 pub mod settle;
 pub mod stripe;
@@ -17,7 +19,9 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use common::SessionKeys;
-use common::config::{self, BusConfig, ConfigError, HttpConfig, Secret};
+use common::cli::ServiceMain;
+use common::config::{self, BusConfig, ConfigError, Env, HttpConfig, Secret};
+use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -44,28 +48,50 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            http: HttpConfig::from_env()?,
-            bus: BusConfig::from_env()?,
-            jwt_key: config::jwt_key()?,
-            stripe: StripeConfig::from_env()?,
-            reconcile_after: config::seconds("CHARGE_RECONCILE_AFTER_SECONDS", 60)?,
+            http: HttpConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+            stripe: StripeConfig::from_env(env)?,
+            reconcile_after: env.seconds("CHARGE_RECONCILE_AFTER_SECONDS", 60)?,
         })
+    }
+
+    /// Settings for tests, against the Stripe stand-in at `stripe_api_base` (with the
+    /// key `stripe_key`).
+    pub fn for_tests(
+        database_url: &str,
+        nats_url: &str,
+        stripe_api_base: &str,
+        stripe_key: &str,
+    ) -> Self {
+        Self {
+            http: HttpConfig::for_tests(database_url),
+            bus: BusConfig::for_tests(nats_url),
+            jwt_key: Secret::new(config::TEST_JWT_KEY),
+            stripe: StripeConfig {
+                key: Secret::new(stripe_key),
+                api_base: stripe_api_base.to_owned(),
+                timeout: Duration::from_secs(10),
+                currency: "usd".into(),
+            },
+            reconcile_after: Duration::from_secs(60),
+        }
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
-    pub pool: PgPool,
     pub keys: SessionKeys,
     pub payments: Payments,
 }
 
-impl FromRef<AppState> for SessionKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
+/// The listeners: the order replica, and refunds for cancelled orders.
+pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
+    Consumers::new(SERVICE, pool, &config.bus)
+        .listen(events::OrderCreatedListener)
+        .listen(events::OrderCancelledListener)
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
@@ -76,23 +102,44 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stripe = Stripe::new(&config.stripe)?;
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
-    let payments = Payments::new(backend.pool.clone(), stripe);
     let state = AppState {
-        pool: backend.pool.clone(),
         keys: SessionKeys::reader(&config.jwt_key),
-        payments: payments.clone(),
+        payments: Payments::new(backend.pools.http.clone(), stripe.clone()),
     };
-    let app = common::http::app(routes::router(state), backend.readiness());
-    let consumers = backend
-        .consumers(SERVICE, &config.bus)
-        .listen(events::OrderCreatedListener)
-        .listen(events::OrderCancelledListener {
-            payments: payments.clone(),
-        });
+    let consumers = consumers(&config, backend.pools.events.clone());
+    let background = Payments::new(backend.pools.events.clone(), stripe);
     let reconcile_after = config.reconcile_after;
     backend
-        .service(SERVICE, app, consumers)
-        .with_task(move |stop| reconciler::run(payments, reconcile_after, stop))
+        .service(
+            SERVICE,
+            routes::router(state),
+            &config.http,
+            &config.bus,
+            consumers,
+        )
+        .with_task("reconciler", move |stop| {
+            reconciler::run(background.clone(), reconcile_after, stop)
+        })
         .run(listener, shutdown)
         .await
+}
+
+impl ServiceMain for Config {
+    const NAME: &'static str = SERVICE;
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+
+    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
+        Ok(Some(consumers(self, pool)))
+    }
 }

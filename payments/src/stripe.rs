@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use common::config::{self, ConfigError, Secret};
+use common::config::{ConfigError, Env, Secret};
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
@@ -21,12 +21,12 @@ pub struct StripeConfig {
 }
 
 impl StripeConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            key: config::required("STRIPE_KEY")?,
-            api_base: config::optional("STRIPE_API_BASE", "https://api.stripe.com".to_owned())?,
-            timeout: config::seconds("STRIPE_TIMEOUT_SECONDS", 15)?,
-            currency: config::optional("STRIPE_CURRENCY", "usd".to_owned())?,
+            key: env.required("STRIPE_KEY")?,
+            api_base: env.optional("STRIPE_API_BASE", "https://api.stripe.com".to_owned())?,
+            timeout: env.seconds("STRIPE_TIMEOUT_SECONDS", 15)?,
+            currency: env.optional("STRIPE_CURRENCY", "usd".to_owned())?,
         })
     }
 }

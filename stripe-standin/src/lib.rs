@@ -125,6 +125,17 @@ impl StandIn {
             .with_state(self.clone())
     }
 
+    /// Serves the stand-in on `listener` until `shutdown` completes.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
     pub fn charges(&self) -> Vec<Charge> {
         self.ledger().charges.clone()
     }

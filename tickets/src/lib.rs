@@ -1,5 +1,6 @@
-//! The tickets service (contract §4): sellers list and edit tickets; a ticket is
-//! reserved while an order holds it, which this service learns from order events.
+//! The tickets service ([docs/api.md § Tickets](../../docs/api.md#tickets)): sellers
+//! list and edit tickets; a ticket is reserved while an order holds it, which this
+//! service learns from order events.
 //!
 //! Every change increments the ticket's `version` exactly once and appends
 //! `ticket.created` / `ticket.updated` to the outbox in the same transaction, so the
@@ -11,7 +12,9 @@ pub mod ticket;
 
 use axum::extract::FromRef;
 use common::SessionKeys;
-use common::config::{BusConfig, ConfigError, HttpConfig, Secret};
+use common::cli::ServiceMain;
+use common::config::{self, BusConfig, ConfigError, Env, HttpConfig, Secret};
+use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -30,25 +33,34 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            http: HttpConfig::from_env()?,
-            bus: BusConfig::from_env()?,
-            jwt_key: common::config::jwt_key()?,
+            http: HttpConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
         })
+    }
+
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            http: HttpConfig::for_tests(database_url),
+            bus: BusConfig::for_tests(nats_url),
+            jwt_key: Secret::new(config::TEST_JWT_KEY),
+        }
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub pool: PgPool,
     pub keys: SessionKeys,
 }
 
-impl FromRef<AppState> for SessionKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.keys.clone()
-    }
+/// The listeners: tickets learn of reservations from the orders service.
+pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
+    Consumers::new(SERVICE, pool, &config.bus)
+        .listen(events::OrderCreatedListener)
+        .listen(events::OrderCancelledListener)
 }
 
 /// Connects, migrates and serves until `shutdown` is cancelled.
@@ -59,16 +71,39 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
     let state = AppState {
-        pool: backend.pool.clone(),
+        pool: backend.pools.http.clone(),
         keys: SessionKeys::reader(&config.jwt_key),
     };
-    let app = common::http::app(routes::router(state), backend.readiness());
-    let consumers = backend
-        .consumers(SERVICE, &config.bus)
-        .listen(events::OrderCreatedListener)
-        .listen(events::OrderCancelledListener);
+    let consumers = consumers(&config, backend.pools.events.clone());
     backend
-        .service(SERVICE, app, consumers)
+        .service(
+            SERVICE,
+            routes::router(state),
+            &config.http,
+            &config.bus,
+            consumers,
+        )
+        .prune("cancelled_orders", "cancelled_at")
         .run(listener, shutdown)
         .await
+}
+
+impl ServiceMain for Config {
+    const NAME: &'static str = SERVICE;
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env)
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+
+    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
+        Ok(Some(consumers(self, pool)))
+    }
 }

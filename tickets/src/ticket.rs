@@ -8,20 +8,17 @@ use sqlx::PgExecutor;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {
     pub id: Uuid,
     pub title: String,
-    #[sqlx(rename = "price_cents", try_from = "i64")]
     pub price: Price,
     pub user_id: Uuid,
     pub version: i64,
     /// The order reserving the ticket; null when it is free.
     pub order_id: Option<Uuid>,
 }
-
-const COLUMNS: &str = "id, title, price_cents, user_id, version, order_id";
 
 impl Ticket {
     pub async fn create(
@@ -30,22 +27,26 @@ impl Ticket {
         price: Price,
         user_id: Uuid,
     ) -> sqlx::Result<Ticket> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
-        )))
-        .bind(Uuid::new_v4())
-        .bind(title)
-        .bind(price.cents())
-        .bind(user_id)
+        sqlx::query_as!(
+            Ticket,
+            r#"INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, $2, $3, $4)
+               RETURNING id, title, price_cents AS "price: Price", user_id, version, order_id"#,
+            Uuid::new_v4(),
+            title,
+            price as Price,
+            user_id,
+        )
         .fetch_one(&mut **tx)
         .await
     }
 
     pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM tickets WHERE id = $1"
-        )))
-        .bind(id)
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets WHERE id = $1"#,
+            id,
+        )
         .fetch_optional(db)
         .await
     }
@@ -53,42 +54,50 @@ impl Ticket {
     /// The ticket, locked until the transaction ends: changes to one ticket are
     /// serialised, so each increments the version exactly once and none is lost.
     pub async fn lock(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
-        )))
-        .bind(id)
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets WHERE id = $1 FOR UPDATE"#,
+            id,
+        )
         .fetch_optional(&mut **tx)
         .await
     }
 
     /// Tickets that are not reserved, newest first.
     pub async fn list_available(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Ticket>> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM tickets WHERE order_id IS NULL ORDER BY created_at DESC, id DESC"
-        )))
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets WHERE order_id IS NULL ORDER BY created_at DESC, id DESC"#,
+        )
         .fetch_all(db)
         .await
     }
 
     /// Changes title and price; the version goes up by one.
     pub async fn edit(tx: &mut Tx, id: Uuid, title: &str, price: Price) -> sqlx::Result<Ticket> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE tickets SET title = $2, price_cents = $3, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}"
-        )))
-        .bind(id)
-        .bind(title)
-        .bind(price.cents())
+        sqlx::query_as!(
+            Ticket,
+            r#"UPDATE tickets SET title = $2, price_cents = $3, version = version + 1 WHERE id = $1
+               RETURNING id, title, price_cents AS "price: Price", user_id, version, order_id"#,
+            id,
+            title,
+            price as Price,
+        )
         .fetch_one(&mut **tx)
         .await
     }
 
     /// Reserves (`Some(order)`) or frees (`None`) the ticket; the version goes up by one.
     pub async fn set_order(tx: &mut Tx, id: Uuid, order_id: Option<Uuid>) -> sqlx::Result<Ticket> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE tickets SET order_id = $2, version = version + 1 WHERE id = $1 RETURNING {COLUMNS}"
-        )))
-        .bind(id)
-        .bind(order_id)
+        sqlx::query_as!(
+            Ticket,
+            r#"UPDATE tickets SET order_id = $2, version = version + 1 WHERE id = $1
+               RETURNING id, title, price_cents AS "price: Price", user_id, version, order_id"#,
+            id,
+            order_id,
+        )
         .fetch_one(&mut **tx)
         .await
     }
@@ -99,19 +108,23 @@ impl Ticket {
         order_id: Uuid,
         ticket_id: Uuid,
     ) -> sqlx::Result<()> {
-        sqlx::query("INSERT INTO cancelled_orders (order_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(order_id)
-            .bind(ticket_id)
-            .execute(&mut **tx)
-            .await
-            .map(drop)
+        sqlx::query!(
+            "INSERT INTO cancelled_orders (order_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            order_id,
+            ticket_id,
+        )
+        .execute(&mut **tx)
+        .await
+        .map(drop)
     }
 
     pub async fn is_cancelled_order(tx: &mut Tx, order_id: Uuid) -> sqlx::Result<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1)")
-            .bind(order_id)
-            .fetch_one(&mut **tx)
-            .await
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1) AS "cancelled!""#,
+            order_id,
+        )
+        .fetch_one(&mut **tx)
+        .await
     }
 
     pub fn created_event(&self) -> TicketCreated {

@@ -3,10 +3,10 @@ use axum::http::header::SET_COOKIE;
 use axum::response::IntoResponse;
 use common::validate::{self, all, field};
 use common::{Error, Json, Result};
-use uuid::Uuid;
 
 use super::{Credentials, User};
-use crate::{AppState, password};
+use crate::AppState;
+use crate::user::StoredUser;
 
 /// Signs in with email and password.
 #[utoipa::path(
@@ -34,22 +34,19 @@ pub async fn signin(
     );
     let (email, password) = all((email, password))?;
 
-    let user: Option<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, email, password_hash FROM users WHERE lower(email) = $1")
-            .bind(&email)
-            .fetch_optional(&app.pool)
-            .await?;
-    let (id, email, hash) = match user {
-        Some((id, email, hash)) => (Some(id), email, Some(hash)),
-        None => (None, email, None),
-    };
+    let user = StoredUser::find_by_email(&app.pool, &email).await?;
     // Unknown email and wrong password take the same time and get the same answer.
-    let matches = password::verify(password, hash).await?;
-    let Some(id) = id.filter(|_| matches) else {
+    let hash = user.as_ref().map(|user| user.password_hash.clone());
+    let matches = app.hasher.verify(password, hash).await?;
+    let Some(user) = user.filter(|_| matches) else {
         return Err(Error::bad_request("Invalid credentials"));
     };
 
-    let (token, _) = app.keys.issue(id, &email)?;
+    let (token, _) = app.keys.issue(user.id, &user.email)?;
     let cookie = app.keys.cookie(&token)?;
-    Ok(([(SET_COOKIE, cookie)], Json(User { id, email })))
+    let user = User {
+        id: user.id,
+        email: user.email,
+    };
+    Ok(([(SET_COOKIE, cookie)], Json(user)))
 }

@@ -2,13 +2,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::IntoResponse;
-use common::error::is_unique_violation;
 use common::validate::{self, all, field};
 use common::{Error, Json, Result};
-use uuid::Uuid;
 
 use super::{Credentials, User};
-use crate::{AppState, password};
+use crate::AppState;
+use crate::user::StoredUser;
 
 /// Creates an account and signs it in.
 #[utoipa::path(
@@ -36,30 +35,12 @@ pub async fn signup(
     );
     let (email, password) = all((email, password))?;
 
-    // Cheap early answer; the unique index below is what makes it race-free.
-    let taken: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
-            .bind(&email)
-            .fetch_one(&app.pool)
-            .await?;
-    if taken {
+    // A cheap early answer; the unique index is what makes it race-free.
+    if StoredUser::email_taken(&app.pool, &email).await? {
         return Err(Error::bad_request("Email in use"));
     }
-
-    let password_hash = password::hash(password).await?;
-    let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(&email)
-        .bind(&password_hash)
-        .execute(&app.pool)
-        .await
-        .map_err(
-            |error| match is_unique_violation(&error, Some("users_email_key")) {
-                true => Error::bad_request("Email in use"),
-                false => error.into(),
-            },
-        )?;
+    let password_hash = app.hasher.hash(password).await?;
+    let id = StoredUser::insert(&app.pool, &email, &password_hash).await?;
     tracing::info!(user_id = %id, "signed up");
 
     let (token, _) = app.keys.issue(id, &email)?;

@@ -49,3 +49,29 @@ fn an_invalid_port_stops_the_service_naming_it() {
     );
     assert_eq!(stderr.trim().lines().count(), 1);
 }
+
+#[test]
+fn the_binary_lists_the_variables_it_reads() {
+    let output = Command::new(env!("CARGO_BIN_EXE_auth"))
+        .args(["env", "--json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let variables: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let required: Vec<&str> = variables
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["required"] == true)
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["DATABASE_URL", "JWT_KEY"]);
+    let threads = variables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "PASSWORD_HASHING_THREADS")
+        .unwrap();
+    assert_eq!(threads["default"], "2");
+}

@@ -8,14 +8,16 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
 
-use crate::{Auth, cookie_of};
+use common::testing::cookie_of;
+
+use crate::Auth;
 
 #[tokio::test]
 async fn current_user_reports_the_signed_in_user_with_iat_and_exp() {
     let auth = Auth::start().await;
     let signup = auth.signup("test@test.com", "password").await;
-    let cookie = cookie_of(&signup);
-    let user: Value = signup.json().await.unwrap();
+    let cookie = cookie_of(&signup.headers);
+    let user: Value = signup.body.clone();
     let current = &auth.current_user(Some(&cookie)).await["currentUser"];
     assert_eq!(current["id"], user["id"]);
     assert_eq!(current["email"], "test@test.com");
@@ -103,7 +105,7 @@ async fn cookies_interoperate_with_the_original_format() {
     assert_eq!(current["id"], json!(id));
     assert_eq!(current["email"], "node@test.com");
 
-    let ours = cookie_of(&auth.signup("rust@test.com", "password").await);
+    let ours = cookie_of(&auth.signup("rust@test.com", "password").await.headers);
     let value = ours.strip_prefix("session=").unwrap();
     let decoded: Value = serde_json::from_slice(&STANDARD.decode(value).unwrap()).unwrap();
     let jwt = decoded["jwt"].as_str().unwrap();

@@ -1,23 +1,19 @@
+use common::testing::TestResponse;
 use serde_json::{Value, json};
 
-use crate::{Auth, errors};
+use crate::Auth;
 
 #[tokio::test]
 async fn unknown_routes_are_json_404s() {
     let auth = Auth::start().await;
-    let client = &auth.server.client;
     let not_found = vec![json!({"message": "Not Found"})];
     for path in ["/api/users/nope", "/", "/api/tickets"] {
-        let response = client.get(auth.server.url(path)).send().await.unwrap();
-        assert_eq!(errors(response, 404).await, not_found, "{path}");
+        let response = auth.server.get(path, None).await;
+        assert_eq!(response.errors(404), not_found, "{path}");
     }
     // A known route with another method is unknown too, as in the original.
-    let response = client
-        .delete(auth.server.url("/api/users/signup"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(errors(response, 404).await, not_found);
+    let response = auth.server.delete("/api/users/signup", None).await;
+    assert_eq!(response.errors(404), not_found);
 }
 
 #[tokio::test]
@@ -38,7 +34,9 @@ async fn malformed_bodies_are_json_400s() {
         "\"text\"",
         "{\"email\": \"a@b.co\"",
     ] {
-        let list = errors(send(body).await.unwrap(), 400).await;
+        let list = TestResponse::read(send(body).await.unwrap())
+            .await
+            .errors(400);
         assert_eq!(list.len(), 1, "{body}");
         assert!(list[0].get("field").is_none());
         let message = list[0]["message"].as_str().unwrap();
@@ -58,7 +56,7 @@ async fn wrong_content_type_and_oversized_bodies_get_the_error_body() {
         .send()
         .await
         .unwrap();
-    let list = errors(response, 415).await;
+    let list = TestResponse::read(response).await.errors(415);
     assert_eq!(
         list,
         vec![json!({"message": "Content-Type must be application/json"})]
@@ -71,7 +69,7 @@ async fn wrong_content_type_and_oversized_bodies_get_the_error_body() {
         .send()
         .await
         .unwrap();
-    let list = errors(response, 413).await;
+    let list = TestResponse::read(response).await.errors(413);
     assert_eq!(list, vec![json!({"message": "Request body is too large"})]);
 }
 
@@ -112,10 +110,7 @@ async fn operations_endpoints_and_openapi() {
 #[tokio::test]
 async fn stops_gracefully_and_readiness_follows_the_database() {
     let auth = Auth::start().await;
-    assert_eq!(
-        auth.signup("before@test.com", "password").await.status(),
-        201
-    );
+    assert_eq!(auth.signup("before@test.com", "password").await.status, 201);
     auth.server
         .stop()
         .await

@@ -8,8 +8,7 @@ mod signin;
 mod signout;
 mod signup;
 
-use common::testing::{JWT_KEY, TestDatabase, TestServer};
-use reqwest::Response;
+use common::testing::{TestDatabase, TestResponse, TestServer};
 use serde_json::{Value, json};
 
 /// A running auth service with its own fresh database.
@@ -21,12 +20,7 @@ pub struct Auth {
 impl Auth {
     pub async fn start() -> Self {
         let database = TestDatabase::create().await;
-        let config = auth::Config {
-            http: common::config::HttpConfig::new(&database.url),
-            jwt_key: common::config::Secret::new(JWT_KEY),
-            session_ttl: std::time::Duration::from_secs(3600),
-            cookie_secure: false,
-        };
+        let config = auth::Config::for_tests(&database.url);
         let server =
             TestServer::start(move |listener, shutdown| auth::run(config, listener, shutdown))
                 .await;
@@ -36,17 +30,11 @@ impl Auth {
         }
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.server
-            .client
-            .post(self.server.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.server.post(path, None, body).await
     }
 
-    pub async fn signup(&self, email: &str, password: &str) -> Response {
+    pub async fn signup(&self, email: &str, password: &str) -> TestResponse {
         self.post(
             "/api/users/signup",
             json!({ "email": email, "password": password }),
@@ -54,7 +42,7 @@ impl Auth {
         .await
     }
 
-    pub async fn signin(&self, email: &str, password: &str) -> Response {
+    pub async fn signin(&self, email: &str, password: &str) -> TestResponse {
         self.post(
             "/api/users/signin",
             json!({ "email": email, "password": password }),
@@ -63,28 +51,9 @@ impl Auth {
     }
 
     pub async fn current_user(&self, cookie: Option<&str>) -> Value {
-        let mut request = self
-            .server
-            .client
-            .get(self.server.url("/api/users/currentuser"));
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        self.server
+            .get("/api/users/currentuser", cookie)
+            .await
+            .expect(200)
     }
-}
-
-/// The `name=value` part of the response's `Set-Cookie`, ready to send back.
-pub fn cookie_of(response: &Response) -> String {
-    let header = response.headers()["set-cookie"].to_str().unwrap();
-    header.split(';').next().unwrap().to_owned()
-}
-
-/// The error body, asserting its status.
-pub async fn errors(response: Response, status: u16) -> Vec<Value> {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.unwrap();
-    body["errors"].as_array().unwrap().clone()
 }

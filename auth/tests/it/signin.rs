@@ -1,16 +1,18 @@
 use serde_json::{Value, json};
 
-use crate::{Auth, cookie_of, errors};
+use common::testing::cookie_of;
+
+use crate::Auth;
 
 #[tokio::test]
 async fn signin_with_the_right_password_sets_the_session() {
     let auth = Auth::start().await;
     auth.signup("test@test.com", "password").await;
     let response = auth.signin("test@test.com", "password").await;
-    assert_eq!(response.status(), 200);
-    let cookie = cookie_of(&response);
+    assert_eq!(response.status, 200);
+    let cookie = cookie_of(&response.headers);
     assert!(cookie.starts_with("session="));
-    let user: Value = response.json().await.unwrap();
+    let user: Value = response.body.clone();
     assert_eq!(user["email"], "test@test.com");
     assert_eq!(
         auth.current_user(Some(&cookie)).await["currentUser"]["email"],
@@ -24,10 +26,12 @@ async fn signin_gives_one_answer_for_unknown_email_and_wrong_password() {
     auth.signup("test@test.com", "password").await;
     let invalid = vec![json!({"message": "Invalid credentials"})];
     let unknown = auth.signin("nobody@test.com", "password").await;
-    assert!(unknown.headers().get("set-cookie").is_none());
-    assert_eq!(errors(unknown, 400).await, invalid);
+    assert!(unknown.headers.get("set-cookie").is_none());
+    assert_eq!(unknown.errors(400), invalid);
     assert_eq!(
-        errors(auth.signin("test@test.com", "wrong-password").await, 400).await,
+        auth.signin("test@test.com", "wrong-password")
+            .await
+            .errors(400),
         invalid
     );
 }
@@ -36,7 +40,7 @@ async fn signin_gives_one_answer_for_unknown_email_and_wrong_password() {
 async fn signin_validates_each_field() {
     let auth = Auth::start().await;
     assert_eq!(
-        errors(auth.signin("not-an-email", "password").await, 400).await,
+        auth.signin("not-an-email", "password").await.errors(400),
         vec![json!({"message": "Email must be valid", "field": "email"})]
     );
     for empty in [json!(""), json!("   "), json!(null)] {
@@ -47,12 +51,12 @@ async fn signin_validates_each_field() {
             )
             .await;
         assert_eq!(
-            errors(response, 400).await,
+            response.errors(400),
             vec![json!({"message": "You must supply a password", "field": "password"})]
         );
     }
     assert_eq!(
-        errors(auth.post("/api/users/signin", json!({})).await, 400).await,
+        auth.post("/api/users/signin", json!({})).await.errors(400),
         vec![
             json!({"message": "Email must be valid", "field": "email"}),
             json!({"message": "You must supply a password", "field": "password"})

@@ -1,4 +1,4 @@
-//! The event bus (contract §7).
+//! The event bus ([docs/api.md § Events](../../../docs/api.md#events)).
 //!
 //! - [`payloads`]: the six subjects and their payload types, shared by publisher and
 //!   consumers so that both sides agree at compile time;
@@ -6,10 +6,13 @@
 //! - [`outbox`]: appending an event inside the caller's transaction, and the relay
 //!   that publishes committed events to JetStream;
 //! - [`consumer`]: durable pull consumers that handle each event exactly once in
-//!   effect.
+//!   effect;
+//! - [`parked`]: the operator's view of events that could not be handled, and
+//!   re-driving them.
 
 pub mod consumer;
 pub mod outbox;
+pub mod parked;
 pub mod payloads;
 pub mod stream;
 
@@ -64,7 +67,8 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const SUBJECT: Subject;
 }
 
-/// Where an incoming version stands against a replica's (contract §7, guarantee 3).
+/// Where an incoming version stands against a replica's
+/// ([docs/api.md § Guarantees](../../../docs/api.md#guarantees), 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sequence {
     /// Exactly one more than the replica's: apply it.
@@ -82,6 +86,28 @@ impl Sequence {
             Some(d) if d <= 0 => Self::Stale,
             _ => Self::Gap,
         }
+    }
+}
+
+/// The replica version rule, in one place: `None` when `incoming` is the next version
+/// of the replica's record (apply it), otherwise what the listener answers: done for
+/// an old version, not yet for a gap or for a record the replica has not seen yet.
+///
+/// ```
+/// # use common::events::{Handled, unless_next};
+/// assert_eq!(unless_next(Some(3), 4), None);
+/// assert_eq!(unless_next(Some(3), 3), Some(Handled::Done));
+/// assert!(matches!(unless_next(Some(3), 5), Some(Handled::NotYet(_))));
+/// assert!(matches!(unless_next(None, 1), Some(Handled::NotYet(_))));
+/// ```
+pub fn unless_next(replica: Option<i64>, incoming: i64) -> Option<Handled> {
+    let Some(replica) = replica else {
+        return Some(Handled::NotYet("the record has not been replicated yet"));
+    };
+    match Sequence::of(replica, incoming) {
+        Sequence::Next => None,
+        Sequence::Stale => Some(Handled::Done),
+        Sequence::Gap => Some(Handled::NotYet("an earlier version has not arrived yet")),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The transactional outbox and its relay (contract §7, guarantee 1).
+//! The transactional outbox and its relay
+//! ([docs/api.md § Guarantees](../../../docs/api.md#guarantees), 1).
 //!
 //! A service never publishes directly. It [`append`]s the event to its `outbox`
 //! table in the same transaction as the state change, so both commit or neither
@@ -32,13 +33,15 @@ const BATCH: usize = 256;
 pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
     let id = Uuid::new_v4();
     let payload = serde_json::to_string(event).context("serialising an event")?;
-    sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::json)")
-        .bind(id)
-        .bind(E::SUBJECT.as_str())
-        .bind(payload)
-        .execute(&mut **tx)
-        .await
-        .with_context(|| format!("appending {} to the outbox", E::SUBJECT))?;
+    sqlx::query!(
+        "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)",
+        id,
+        E::SUBJECT.as_str(),
+        payload,
+    )
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("appending {} to the outbox", E::SUBJECT))?;
     Ok(id)
 }
 
@@ -50,7 +53,6 @@ pub struct Relay {
     poll_interval: Duration,
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     event_id: Uuid,
@@ -70,7 +72,7 @@ impl Relay {
     /// Publishes until `stop` is cancelled, then flushes what is left (for up to
     /// `flush_timeout`) before returning.
     pub async fn run(self, stop: CancellationToken, flush_timeout: Duration) {
-        let mut notifications = Notifications::new(self.pool.clone(), CHANNEL);
+        let mut notifications = Notifications::new(&self.pool, CHANNEL);
         let mut failures: u32 = 0;
         while !stop.is_cancelled() {
             notifications.listen().await;
@@ -135,17 +137,19 @@ impl Relay {
             .begin()
             .await
             .context("outbox: starting a transaction")?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", RELAY_LOCK)
             .execute(&mut *tx)
             .await
             .context("outbox: taking the relay lock")?;
-        let mut rows: Vec<Row> =
-            sqlx::query_as("SELECT seq, event_id, subject, payload::text AS payload FROM outbox ORDER BY seq LIMIT $1")
-                .bind(i64::try_from(BATCH).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await
-                .context("outbox: reading pending events")?;
+        let mut rows = sqlx::query_as!(
+            Row,
+            r#"SELECT seq, event_id, subject, payload::text AS "payload!"
+               FROM outbox ORDER BY seq LIMIT $1"#,
+            BATCH as i64,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("outbox: reading pending events")?;
         if rows.is_empty() {
             metrics::gauge!("outbox_backlog").set(0.0);
             return Ok(0);
@@ -187,15 +191,14 @@ impl Relay {
         }
 
         if !published.is_empty() {
-            sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
-                .bind(&published)
+            sqlx::query!("DELETE FROM outbox WHERE seq = ANY($1)", &published)
                 .execute(&mut *tx)
                 .await
                 .context("outbox: deleting published events")?;
             tx.commit().await.context("outbox: committing")?;
         }
         let backlog = if rows.len() == BATCH {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
                 .fetch_one(&self.pool)
                 .await
                 .unwrap_or(0)

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use e2e::{Options, Stack, wait_until};
+use common::testing::wait_until;
+use e2e::{Options, Stack};
 use serde_json::json;
 
 /// Contract §6 and §7: A sells, B buys and pays; the order completes and the ticket
@@ -122,13 +123,10 @@ async fn an_unpaid_order_expires_and_frees_its_ticket() {
         .expect(200);
 
     // Payments learns of the cancellation too; then paying is refused.
-    let refused = wait_until(
-        || async {
-            let response = stack.pay(&buyer, &order["id"], "tok_visa").await;
-            (response.status == 400).then_some(response)
-        },
-        "payments to refuse the expired order",
-    )
+    let refused = wait_until("payments to refuse the expired order", || async {
+        let response = stack.pay(&buyer, &order["id"], "tok_visa").await;
+        (response.status == 400).then_some(response)
+    })
     .await;
     refused.assert_error(400, "Cannot pay for an cancelled order");
     assert!(

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use e2e::{Options, Stack, wait_until};
+use common::testing::wait_until;
+use e2e::{Options, Stack};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -63,20 +64,16 @@ async fn payment_and_expiration_racing_never_lose_money_or_double_sell() {
 
     let mut tally = Tally::default();
     for (order, ticket) in orders.iter().zip(&tickets) {
-        let status = wait_until(
-            || async {
-                let status = stack.order_status(&buyer, &order["id"]).await;
-                matches!(status.as_str(), "complete" | "cancelled").then_some(status)
-            },
-            "the order to settle",
-        )
+        let status = wait_until("the order to settle", || async {
+            let status = stack.order_status(&buyer, &order["id"]).await;
+            matches!(status.as_str(), "complete" | "cancelled").then_some(status)
+        })
         .await;
         let order_id = Uuid::parse_str(order["id"].as_str().unwrap()).unwrap();
         // Wait for payments to have acted on the outcome (refunds happen on order.cancelled).
-        let charges = wait_until(
-            || async { settled_charges(&stack, order_id, &status).await },
-            "charges to settle",
-        )
+        let charges = wait_until("charges to settle", || async {
+            settled_charges(&stack, order_id, &status).await
+        })
         .await;
         let kept = charges
             .iter()

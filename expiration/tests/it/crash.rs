@@ -3,7 +3,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, Subject};
-use common::testing::{EventProbe, ServiceProcess, TestDatabase, TestNats, eventually};
+use common::testing::{EventProbe, ServiceProcess, TestDatabase, TestNats, wait_until};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -44,13 +44,10 @@ async fn a_killed_expiration_process_loses_nothing_and_fires_each_order_once() {
         let at = if n % 2 == 0 { in_ms(1500) } else { in_ms(5000) };
         due.insert(order_expiring_at(&nats, at).await, at);
     }
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            scheduled(&pool).await == 40
-        })
-        .await,
-        "all scheduled"
-    );
+    wait_until("all 40 to be scheduled", || async {
+        scheduled(&pool).await == 40
+    })
+    .await;
     // More orders arrive just before the kill: some may be delivered but not yet acknowledged.
     for _ in 0..10 {
         let at = in_ms(2500);

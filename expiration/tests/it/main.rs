@@ -7,7 +7,6 @@ mod schedule;
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig};
 use common::events::{OrderCreated, OrderCreatedTicket, OrderStatus};
 use common::money::Price;
 use common::testing::{TestDatabase, TestNats, TestServer, publish_raw};
@@ -15,13 +14,9 @@ use common::time::Timestamp;
 use uuid::Uuid;
 
 pub fn config(database: &TestDatabase, nats: &TestNats) -> expiration::Config {
-    expiration::Config {
-        http: HttpConfig::new(&database.url),
-        bus: BusConfig {
-            ack_wait: Duration::from_secs(1),
-            ..BusConfig::new(&nats.url)
-        },
-    }
+    let mut config = expiration::Config::for_tests(&database.url, &nats.url);
+    config.bus.ack_wait = Duration::from_secs(1);
+    config
 }
 
 pub async fn start(database: &TestDatabase, nats: &TestNats) -> TestServer {

@@ -1,7 +1,7 @@
 use common::db::Tx;
 use common::events::{Handled, Listener, TicketCreated};
 
-use crate::order::Ticket;
+use crate::replica::TicketReplica;
 
 /// `ticket.created`: a new ticket enters the replica.
 pub struct TicketCreatedListener;
@@ -10,13 +10,13 @@ impl Listener for TicketCreatedListener {
     type Event = TicketCreated;
 
     async fn handle(&self, tx: &mut Tx, ticket: TicketCreated) -> anyhow::Result<Handled> {
-        let ticket = Ticket {
+        let replica = TicketReplica {
             id: ticket.id,
             title: ticket.title,
             price: ticket.price,
             version: ticket.version,
         };
-        Ticket::insert(tx, &ticket).await?;
+        replica.insert(tx).await?;
         Ok(Handled::Done)
     }
 }

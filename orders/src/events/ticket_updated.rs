@@ -1,7 +1,7 @@
 use common::db::Tx;
-use common::events::{Handled, Listener, Sequence, TicketUpdated};
+use common::events::{Handled, Listener, TicketUpdated, unless_next};
 
-use crate::order::Ticket;
+use crate::replica::TicketReplica;
 
 /// `ticket.updated`: applied only as the next version of the replica; an old one is
 /// ignored and one that skips ahead waits for the versions before it.
@@ -11,21 +11,17 @@ impl Listener for TicketUpdatedListener {
     type Event = TicketUpdated;
 
     async fn handle(&self, tx: &mut Tx, ticket: TicketUpdated) -> anyhow::Result<Handled> {
-        let Some(version) = Ticket::lock_version(tx, ticket.id).await? else {
-            return Ok(Handled::NotYet("the ticket has not been replicated yet"));
-        };
-        match Sequence::of(version, ticket.version) {
-            Sequence::Stale => return Ok(Handled::Done),
-            Sequence::Gap => return Ok(Handled::NotYet("an earlier version has not arrived yet")),
-            Sequence::Next => {}
+        let version = TicketReplica::lock_version(tx, ticket.id).await?;
+        if let Some(answer) = unless_next(version, ticket.version) {
+            return Ok(answer);
         }
-        let ticket = Ticket {
+        let replica = TicketReplica {
             id: ticket.id,
             title: ticket.title,
             price: ticket.price,
             version: ticket.version,
         };
-        Ticket::replace(tx, &ticket).await?;
+        replica.replace(tx).await?;
         Ok(Handled::Done)
     }
 }

@@ -6,7 +6,8 @@ use common::{AuthUser, Error, Json, Result};
 
 use super::NewOrder;
 use crate::AppState;
-use crate::order::{Order, Ticket};
+use crate::order::Order;
+use crate::replica::TicketReplica;
 
 /// Reserves a ticket for the caller until the order expires; publishes `order.created`.
 #[utoipa::path(
@@ -32,7 +33,7 @@ pub async fn create(
     ),))?;
 
     let mut tx = app.pool.begin().await?;
-    let ticket = Ticket::find(&mut *tx, ticket_id)
+    let ticket = TicketReplica::find(&mut *tx, ticket_id)
         .await?
         .ok_or(Error::NotFound)?;
     let expires_at = common::time::now() + app.expiration_window;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
-use crate::order::{Order, Ticket};
+use crate::order::{Order, OrderedTicket};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -50,6 +50,6 @@ fn owned_by(order: Order, user: &UserClaims) -> Result<Order> {
         description = "Order (reserve) tickets, list, show and cancel orders."
     ),
     paths(create::create, list::list, show::show, cancel::cancel),
-    components(schemas(Order, Ticket, common::events::OrderStatus, common::ErrorBody))
+    components(schemas(Order, OrderedTicket, common::events::OrderStatus, common::ErrorBody))
 )]
 pub struct ApiDoc;

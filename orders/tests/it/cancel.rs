@@ -4,7 +4,9 @@ use common::events::{OrderCancelled, PaymentCreated, Subject};
 use common::testing::{EventProbe, new_user_cookie};
 use uuid::Uuid;
 
-use crate::{Orders, WAIT, id_of, path};
+use common::testing::{WAIT, id_of};
+
+use crate::{Orders, path};
 
 #[tokio::test]
 async fn cancelling_marks_the_order_cancelled_and_publishes_once() {

@@ -4,7 +4,9 @@ use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{Orders, WAIT, id_of};
+use common::testing::{WAIT, id_of};
+
+use crate::Orders;
 
 #[tokio::test]
 async fn ordering_requires_a_session_and_a_ticket_id() {

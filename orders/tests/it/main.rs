@@ -10,15 +10,12 @@ mod replica;
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig};
 use common::events::{TicketCreated, TicketUpdated};
 use common::money::Price;
-use common::testing::{JWT_KEY, TestDatabase, TestNats, TestServer, eventually, publish_raw};
+use common::testing::{TestDatabase, TestNats, TestServer, publish_raw, wait_until};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Orders {
     pub server: TestServer,
@@ -36,19 +33,14 @@ impl Orders {
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
         let config = orders::Config {
-            http: HttpConfig::new(&database.url),
-            jwt_key: common::config::Secret::new(JWT_KEY),
-            bus: BusConfig {
-                ack_wait: Duration::from_secs(2),
-                ..BusConfig::new(&nats.url)
-            },
             expiration_window,
+            ..orders::Config::for_tests(&database.url, &nats.url)
         };
         let server =
             TestServer::start(move |listener, shutdown| orders::run(config, listener, shutdown))
                 .await;
         server.ready().await;
-        let pool = PgPool::connect(&database.url).await.unwrap();
+        let pool = database.pool().await;
         Self {
             server,
             nats,
@@ -85,15 +77,11 @@ impl Orders {
     }
 
     pub async fn wait_for_replica(&self, id: Uuid, version: i64) {
-        let reached = eventually(WAIT, || async {
+        let what = format!("the replica of {id} to reach version {version}");
+        wait_until(&what, || async {
             self.replica(id).await.is_some_and(|(v, _, _)| v == version)
         })
         .await;
-        assert!(
-            reached,
-            "replica of {id} never reached version {version}: {:?}",
-            self.replica(id).await
-        );
     }
 
     pub async fn order(&self, cookie: &str, ticket_id: Uuid) -> common::testing::TestResponse {
@@ -114,27 +102,16 @@ impl Orders {
     }
 
     pub async fn wait_for_status(&self, cookie: &str, order: &Value, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let current = self.show(cookie, order).await;
-            if current["status"] == status {
-                return current;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order never became {status}: {current}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("the order to become {status}");
+        wait_until(&what, || async {
+            Some(self.show(cookie, order).await).filter(|current| current["status"] == status)
+        })
+        .await
     }
 }
 
 pub fn path(order: &Value) -> String {
     format!("/api/orders/{}", order["id"].as_str().unwrap())
-}
-
-pub fn id_of(value: &Value) -> Uuid {
-    Uuid::parse_str(value["id"].as_str().unwrap()).unwrap()
 }
 
 pub fn updated(ticket: &TicketCreated, version: i64, title: &str, cents: i64) -> TicketUpdated {

@@ -1,36 +1,25 @@
 use common::db::Tx;
-use common::events::{Handled, Listener, OrderCancelled, Sequence};
+use common::events::{Handled, Listener, OrderCancelled, unless_next};
 
-use crate::model::Order;
-use crate::settle::{Payments, SettleError};
+use crate::charge::Charge;
+use crate::replica::OrderReplica;
 
-/// `order.cancelled`: the replica's order is cancelled (in version order) and a
-/// charge it kept is refunded, under the order's lock and in the same transaction.
-/// If Stripe cannot be reached, the cancellation is still recorded and the refund is
-/// left to the reconciler, which retries it until it succeeds.
-pub struct OrderCancelledListener {
-    pub payments: Payments,
-}
+/// `order.cancelled`: the replica's order is cancelled (in version order) and a charge
+/// it kept becomes due for a refund, in the same transaction under the order's lock.
+/// The refund itself is made by the reconciler right after, outside any transaction.
+pub struct OrderCancelledListener;
 
 impl Listener for OrderCancelledListener {
     type Event = OrderCancelled;
 
     async fn handle(&self, tx: &mut Tx, event: OrderCancelled) -> anyhow::Result<Handled> {
-        let Some(order) = Order::lock(tx, event.id).await? else {
-            return Ok(Handled::NotYet("the order has not been replicated yet"));
-        };
-        match Sequence::of(order.version, event.version) {
-            Sequence::Stale => return Ok(Handled::Done),
-            Sequence::Gap => return Ok(Handled::NotYet("an earlier version has not arrived yet")),
-            Sequence::Next => {}
+        let order = OrderReplica::lock(tx, event.id).await?;
+        if let Some(answer) = unless_next(order.map(|order| order.version), event.version) {
+            return Ok(answer);
         }
-        Order::mark_cancelled(tx, order.id, event.version).await?;
-        match self.payments.refund_kept(tx, order.id).await {
-            Ok(()) => {}
-            Err(SettleError::Stripe(error)) => {
-                tracing::warn!(order_id = %order.id, %error, "refund deferred to the reconciler");
-            }
-            Err(SettleError::Internal(error)) => return Err(error),
+        OrderReplica::mark_cancelled(tx, event.id, event.version).await?;
+        if Charge::refund_kept(tx, event.id).await? {
+            tracing::info!(order_id = %event.id, "the cancelled order was paid: its refund is due");
         }
         Ok(Handled::Done)
     }

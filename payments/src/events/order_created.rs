@@ -1,7 +1,7 @@
 use common::db::Tx;
 use common::events::{Handled, Listener, OrderCreated};
 
-use crate::model::Order;
+use crate::replica::OrderReplica;
 
 /// `order.created`: a new order enters the replica.
 pub struct OrderCreatedListener;
@@ -10,14 +10,14 @@ impl Listener for OrderCreatedListener {
     type Event = OrderCreated;
 
     async fn handle(&self, tx: &mut Tx, order: OrderCreated) -> anyhow::Result<Handled> {
-        let order = Order {
+        let replica = OrderReplica {
             id: order.id,
             user_id: order.user_id,
             status: order.status,
             price_cents: order.ticket.price.cents(),
             version: order.version,
         };
-        Order::insert(tx, &order).await?;
+        replica.insert(tx).await?;
         Ok(Handled::Done)
     }
 }

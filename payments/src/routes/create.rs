@@ -1,14 +1,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::validate::{self, all, field};
-use common::{AuthUser, Error, Json, Result};
+use common::{AuthUser, Json, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::settle::{Refusal, Settled};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -56,15 +55,6 @@ pub async fn create(
     );
     let (token, order_id) = all((token, order_id))?;
 
-    let charge = app.payments.begin(user.id, order_id, &token).await?;
-    match app.payments.settle(&charge).await? {
-        Settled::Paid { charge_id } => Ok((StatusCode::CREATED, Json(Payment { id: charge_id }))),
-        Settled::Declined { message } => Err(Error::BadRequest(message)),
-        Settled::Refunded {
-            reason: Refusal::Cancelled,
-        } => Err(Error::bad_request("Cannot pay for an cancelled order")),
-        Settled::Refunded {
-            reason: Refusal::AlreadyPaid,
-        } => Err(Error::bad_request("Order has already been paid")),
-    }
+    let id = app.payments.pay(user.id, order_id, &token).await?;
+    Ok((StatusCode::CREATED, Json(Payment { id })))
 }

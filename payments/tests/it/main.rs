@@ -7,12 +7,11 @@ mod refunds;
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig, Secret};
+use common::config::Secret;
 use common::events::{OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef};
 use common::money::Price;
 use common::testing::{
-    JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer, eventually, publish_raw,
-    session_cookie,
+    TestDatabase, TestNats, TestResponse, TestServer, publish_raw, session_cookie, wait_until,
 };
 use payments::stripe::StripeConfig;
 use serde_json::json;
@@ -20,7 +19,6 @@ use sqlx::PgPool;
 use stripe_standin::{Charge, Fault, FaultMode, StandIn};
 use uuid::Uuid;
 
-pub const WAIT: Duration = Duration::from_secs(20);
 pub const STRIPE_KEY: &str = "sk_test_standin";
 
 /// The stand-in, served in-process.
@@ -32,12 +30,9 @@ pub struct Stripe {
 impl Stripe {
     pub async fn start() -> Self {
         let standin = StandIn::new(Some(STRIPE_KEY.into()));
-        let router = standin.router();
+        let served = standin.clone();
         let server = TestServer::start(|listener, shutdown| async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await?;
-            Ok(())
+            Ok(served.serve(listener, shutdown.cancelled_owned()).await?)
         })
         .await;
         Self { standin, server }
@@ -103,20 +98,15 @@ impl Harness {
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
         let config = payments::Config {
-            http: HttpConfig::new(&database.url),
-            bus: BusConfig {
-                ack_wait: Duration::from_secs(2),
-                ..BusConfig::new(&nats.url)
-            },
-            jwt_key: Secret::new(JWT_KEY),
             stripe: stripe_config(&stripe.base(), Duration::from_secs(1)),
             reconcile_after,
+            ..payments::Config::for_tests(&database.url, &nats.url, &stripe.base(), STRIPE_KEY)
         };
         let server =
             TestServer::start(move |listener, shutdown| payments::run(config, listener, shutdown))
                 .await;
         server.ready().await;
-        let pool = PgPool::connect(&database.url).await.unwrap();
+        let pool = database.pool().await;
         Self {
             server,
             nats,
@@ -163,11 +153,11 @@ impl Harness {
     }
 
     pub async fn wait_for_order_status(&self, order_id: Uuid, status: &str) {
-        let reached = eventually(WAIT, || async {
+        let what = format!("order {order_id} to become {status}");
+        wait_until(&what, || async {
             self.order_status(order_id).await.as_deref() == Some(status)
         })
         .await;
-        assert!(reached, "order {order_id} never became {status}");
     }
 
     pub async fn pay(&self, buyer: &Buyer, token: &str, order_id: Uuid) -> TestResponse {

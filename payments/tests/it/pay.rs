@@ -5,7 +5,9 @@ use serde_json::json;
 use stripe_standin::FaultMode;
 use uuid::Uuid;
 
-use crate::{Buyer, Harness, WAIT};
+use common::testing::WAIT;
+
+use crate::{Buyer, Harness};
 
 #[tokio::test]
 async fn paying_requires_a_session_a_token_and_an_order_id() {

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use common::testing::eventually;
+use common::testing::wait_until;
 use payments::settle::{Payments, Refusal, Settled};
 use payments::stripe::Stripe;
 
-use crate::{Buyer, Harness, WAIT, stripe_config};
+use crate::{Buyer, Harness, stripe_config};
 
 /// `order.cancelled` after a kept charge (payments' replica lagged behind orders):
 /// the charge is refunded.
@@ -16,11 +16,10 @@ async fn a_cancelled_order_has_its_charge_refunded() {
     harness.pay(&buyer, "tok_visa", order).await.expect(201);
 
     harness.cancel(order).await;
-    let refunded = eventually(WAIT, || async {
+    wait_until("the charge got a refund id", || async {
         harness.charges(order).await[0].2.is_some()
     })
     .await;
-    assert!(refunded, "the charge got a refund id");
     let refunds = harness.stripe.standin.refunds();
     assert_eq!(refunds.len(), 1);
     assert_eq!(
@@ -83,11 +82,10 @@ async fn a_refund_that_fails_is_retried_by_the_reconciler() {
     harness.stripe.fault(stripe_standin::FaultMode::Fail, 3);
     harness.cancel(order).await;
     harness.wait_for_order_status(order, "cancelled").await;
-    let refunded = eventually(WAIT, || async {
+    wait_until("the reconciler refunded the charge", || async {
         harness.charges(order).await[0].2.is_some()
     })
     .await;
-    assert!(refunded, "the reconciler refunded the charge");
     assert_eq!(harness.stripe.standin.refunds().len(), 1);
     assert!(harness.stripe.standin.charges()[0].refunded);
 }

@@ -3,7 +3,9 @@ use common::money::Price;
 use common::testing::{EventProbe, new_user_cookie};
 use serde_json::{Value, json};
 
-use crate::{Tickets, WAIT, id_of};
+use common::testing::{WAIT, id_of};
+
+use crate::Tickets;
 
 #[tokio::test]
 async fn creating_requires_a_session() {

@@ -1,18 +1,17 @@
 use std::time::Duration;
 
-use common::events::consumer::{Outcome, apply, durable};
 use common::events::stream;
 use common::events::{
     OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef,
     TicketUpdated,
 };
 use common::money::Price;
-use common::testing::{EventProbe, eventually, publish_raw};
-use futures::StreamExt;
+use common::testing::bus::{apply_without_acknowledging, caught_up, take_delivery};
+use common::testing::{EventProbe, WAIT, id_of, publish_raw, wait_until};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{Tickets, WAIT, id_of, start_server};
+use crate::{Tickets, start_server};
 
 fn order_created(ticket: &Value, order_id: Uuid) -> OrderCreated {
     OrderCreated {
@@ -38,18 +37,11 @@ fn order_cancelled(ticket: &Value, order_id: Uuid) -> OrderCancelled {
 
 async fn wait_for_order_id(tickets: &Tickets, ticket: &Value, expected: Option<Uuid>) -> Value {
     let expected = expected.map_or(Value::Null, |id| Value::String(id.to_string()));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let current = tickets.ticket(&ticket["id"]).await;
-        if current["orderId"] == expected {
-            return current;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orderId never became {expected}: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the ticket's orderId to become {expected}");
+    wait_until(&what, || async {
+        Some(tickets.ticket(&ticket["id"]).await).filter(|current| current["orderId"] == expected)
+    })
+    .await
 }
 
 /// Reserves a ticket the way the orders service does: an `order.created` event.
@@ -117,24 +109,12 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
 
 /// Waits until every event published so far has been handled by tickets.
 async fn settle(tickets: &Tickets) {
-    let nats = stream::connect(&tickets.nats.url, "settle-check")
+    let nats = stream::connect(&tickets.nats.url, "settle-check", 1)
         .await
         .unwrap();
     for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
-        let consumer = durable(&nats, tickets::SERVICE, subject, Duration::from_secs(1))
-            .await
-            .unwrap();
-        let settled = eventually(WAIT, || {
-            let mut consumer = consumer.clone();
-            async move {
-                consumer
-                    .info()
-                    .await
-                    .is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
-            }
-        })
-        .await;
-        assert!(settled, "{subject} events were not all handled");
+        let what = format!("every {subject} event to be handled");
+        wait_until(&what, || caught_up(&nats, tickets::SERVICE, subject)).await;
     }
 }
 
@@ -233,54 +213,24 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
         &order_created(&ticket, order_id),
     )
     .await;
-    let nats = stream::connect(&tickets.nats.url, "crashing-instance")
+    let nats = stream::connect(&tickets.nats.url, "crashing-instance", 1)
         .await
         .unwrap();
-    let consumer = durable(
-        &nats,
-        tickets::SERVICE,
-        Subject::OrderCreated,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
-    let message = consumer
-        .fetch()
-        .max_messages(1)
-        .messages()
-        .await
-        .unwrap()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&tickets.database.url).await.unwrap();
+    let subject = Subject::OrderCreated;
+    let ack_wait = Duration::from_secs(1);
+    let message = take_delivery(&nats, tickets::SERVICE, subject, ack_wait).await;
+    let pool = tickets.database.pool().await;
     let event: OrderCreated = serde_json::from_slice(&message.payload).unwrap();
-    let outcome = apply(
-        &pool,
-        &tickets::events::OrderCreatedListener,
-        "crash-1",
-        event,
-    )
-    .await
-    .unwrap();
-    assert_eq!(outcome, Outcome::Done);
+    let listener = tickets::events::OrderCreatedListener;
+    assert!(apply_without_acknowledging(&pool, &listener, "crash-1", event).await);
     drop(message); // never acknowledged
 
     let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
     tickets.server = start_server(&tickets.database, &tickets.nats).await;
-    let settled = eventually(WAIT, || {
-        let mut consumer = consumer.clone();
-        async move {
-            consumer.info().await.is_ok_and(|info| {
-                info.num_ack_pending == 0
-                    && info.num_pending == 0
-                    && info.ack_floor.stream_sequence >= 2
-            })
-        }
+    wait_until("the redelivery to be acknowledged", || {
+        caught_up(&nats, tickets::SERVICE, subject)
     })
     .await;
-    assert!(settled, "the redelivery was acknowledged");
     let current = tickets.ticket(&ticket["id"]).await;
     assert_eq!(
         (current["version"].as_i64(), current["orderId"].as_str()),

@@ -9,12 +9,8 @@ mod update;
 
 use std::time::Duration;
 
-use common::config::{BusConfig, HttpConfig};
-use common::testing::{JWT_KEY, TestDatabase, TestNats, TestResponse, TestServer, new_user_cookie};
+use common::testing::{TestDatabase, TestNats, TestResponse, TestServer, new_user_cookie};
 use serde_json::{Value, json};
-use uuid::Uuid;
-
-pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Tickets {
     pub server: TestServer,
@@ -59,15 +55,11 @@ impl Tickets {
     }
 }
 
+/// The service's test configuration, with a short ack wait so redeliveries come soon.
 pub fn config(database: &TestDatabase, nats: &TestNats) -> tickets::Config {
-    tickets::Config {
-        http: HttpConfig::new(&database.url),
-        jwt_key: common::config::Secret::new(JWT_KEY),
-        bus: BusConfig {
-            ack_wait: Duration::from_secs(1),
-            ..BusConfig::new(&nats.url)
-        },
-    }
+    let mut config = tickets::Config::for_tests(&database.url, &nats.url);
+    config.bus.ack_wait = Duration::from_secs(1);
+    config
 }
 
 pub async fn start_server(database: &TestDatabase, nats: &TestNats) -> TestServer {
@@ -76,8 +68,4 @@ pub async fn start_server(database: &TestDatabase, nats: &TestNats) -> TestServe
         TestServer::start(move |listener, shutdown| tickets::run(config, listener, shutdown)).await;
     server.ready().await;
     server
-}
-
-pub fn id_of(value: &Value) -> Uuid {
-    Uuid::parse_str(value["id"].as_str().unwrap()).unwrap()
 }

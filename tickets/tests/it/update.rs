@@ -4,7 +4,9 @@ use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{Tickets, WAIT, id_of};
+use common::testing::{WAIT, id_of};
+
+use crate::Tickets;
 
 #[tokio::test]
 async fn updating_checks_session_validation_existence_owner_then_reservation() {

@@ -5,6 +5,7 @@ use common::events::{Handled, Listener, OrderCreated};
 
 use crate::schedule;
 
+/// `order.created`: the order's expiry enters the schedule.
 pub struct OrderCreatedListener;
 
 impl Listener for OrderCreatedListener {

@@ -1,0 +1,98 @@
+//! A fresh, empty database per test.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::infrastructure::Infrastructure;
+
+/// Where the local cluster of `make test` listens, unless `TEST_DATABASE_URL` says otherwise.
+const LOCAL_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
+
+/// A fresh, empty database, dropped when this value is.
+pub struct TestDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = admin_url().await;
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let mut admin = connect_admin(&admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (server, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{server}/{name}");
+        Self {
+            url,
+            admin_url,
+            name,
+        }
+    }
+
+    /// A pool on this database for the test's own queries.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+/// `TEST_DATABASE_URL` if set, else the chosen infrastructure's server.
+async fn admin_url() -> String {
+    if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+        return url;
+    }
+    match Infrastructure::current() {
+        Infrastructure::Local => LOCAL_ADMIN_URL.to_owned(),
+        #[cfg(feature = "testcontainers")]
+        Infrastructure::Containers => super::containers::postgres_admin_url().await,
+    }
+}
+
+async fn connect_admin(url: &str) -> PgConnection {
+    let mut attempts = 0;
+    loop {
+        match PgConnection::connect(url).await {
+            Ok(connection) => return connection,
+            Err(error) if attempts < 30 => {
+                attempts += 1;
+                if attempts == 1 {
+                    eprintln!(
+                        "waiting for PostgreSQL at {url}: {error} (start it with `make test` or scripts/stack.sh start-postgres)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("PostgreSQL at {url} is not reachable: {error}"),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async context; use a private runtime on a plain thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut admin = PgConnection::connect(&admin_url).await?;
+                let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut admin)
+                    .await
+                    .map(drop)
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}

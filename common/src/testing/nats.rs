@@ -1,0 +1,168 @@
+//! A private NATS server with JetStream per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::infrastructure::Infrastructure;
+use super::workspace_root;
+
+/// A private NATS server with JetStream for one test, which the test can stop (to
+/// simulate an outage) and restart on the same port with the same store.
+pub struct TestNats {
+    pub url: String,
+    server: Server,
+}
+
+enum Server {
+    Process {
+        port: u16,
+        dir: PathBuf,
+        child: Option<Child>,
+    },
+    #[cfg(feature = "testcontainers")]
+    Container(super::containers::Nats),
+}
+
+impl TestNats {
+    pub async fn start() -> Self {
+        let server = match Infrastructure::current() {
+            Infrastructure::Local => {
+                let dir = std::env::temp_dir()
+                    .join(format!("ticketing-nats-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).unwrap();
+                Server::Process {
+                    port: 0,
+                    dir,
+                    child: None,
+                }
+            }
+            #[cfg(feature = "testcontainers")]
+            Infrastructure::Containers => Server::Container(super::containers::Nats::start().await),
+        };
+        let mut nats = Self {
+            url: String::new(),
+            server,
+        };
+        nats.launch().await;
+        nats
+    }
+
+    /// Stops the server (its stored messages are kept for [`TestNats::restart`]).
+    pub async fn stop(&mut self) {
+        match &mut self.server {
+            Server::Process { child, .. } => kill(child),
+            #[cfg(feature = "testcontainers")]
+            Server::Container(container) => container.stop().await,
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    async fn launch(&mut self) {
+        let port = match &mut self.server {
+            Server::Process { port, dir, child } => {
+                let ports_dir = dir.join("ports");
+                *child = Some(spawn(*port, dir, &ports_dir));
+                *port = wait_for_ports_file(&ports_dir).await;
+                *port
+            }
+            #[cfg(feature = "testcontainers")]
+            Server::Container(container) => {
+                container.resume().await;
+                container.port
+            }
+        };
+        self.url = format!("nats://127.0.0.1:{port}");
+    }
+}
+
+/// Starts `nats-server` on `port` (any free one for 0) with its store under `dir`.
+fn spawn(port: u16, dir: &Path, ports_dir: &Path) -> Child {
+    let listen = if port == 0 {
+        "127.0.0.1:-1".to_owned()
+    } else {
+        format!("127.0.0.1:{port}")
+    };
+    let config = dir.join("nats.conf");
+    let _ = std::fs::remove_dir_all(ports_dir);
+    std::fs::create_dir_all(ports_dir).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {listen}\nports_file_dir: \"{ports}\"\nlog_file: \"{log}\"\n\
+             jetstream {{ store_dir: \"{store}\", sync_interval: always }}\n",
+            ports = ports_dir.display(),
+            log = dir.join("nats.log").display(),
+            store = dir.join("jetstream").display(),
+        ),
+    )
+    .unwrap();
+    Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start nats-server ({e}); run `make test` or scripts/stack.sh install")
+        })
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut process) = child.take() {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
+/// `NATS_SERVER_BIN`, else the one `scripts/stack.sh install` put in `.stack/bin`, else `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
+        return path.into();
+    }
+    let local = workspace_root().join(".stack/bin/nats-server");
+    if local.exists() {
+        local
+    } else {
+        "nats-server".into()
+    }
+}
+
+async fn wait_for_ports_file(dir: &Path) -> u16 {
+    let read_port = || -> Option<u16> {
+        let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
+        let ports: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+        ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
+    };
+    for _ in 0..200 {
+        if let Some(port) = read_port() {
+            return port;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "nats-server did not start (see its log in {})",
+        dir.display()
+    );
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        match &mut self.server {
+            Server::Process { dir, child, .. } => {
+                kill(child);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            #[cfg(feature = "testcontainers")]
+            Server::Container(_) => {}
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! A whole service built from `common::server` against a real PostgreSQL: health,
+//! readiness, supervision of background work, request timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use common::config::HttpConfig;
+use common::db::Pools;
+use common::server::Service;
+use common::testing::{TestDatabase, TestServer, wait_until};
+
+#[tokio::test]
+async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
+    let database = TestDatabase::create().await;
+    let http = HttpConfig::for_tests(&database.url);
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&runs);
+    let server = TestServer::start(move |listener, shutdown| async move {
+        let pools = Pools::connect(&http.database).await?;
+        let api = Router::new().route("/api/fine", get(|| async { "fine" }));
+        Service::new("crashy", api, pools, &http)
+            .with_task("poisoned", move |_stop| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { panic!("injected: the worker cannot run") }
+            })
+            .run(listener, shutdown)
+            .await
+    })
+    .await;
+    server.ready().await;
+
+    // Restarted after 1 s and 2 s: the third failure in a row is a crash loop.
+    wait_until("/healthz to report the crash loop", || async {
+        server.get("/healthz", None).await.status == 503
+    })
+    .await;
+    assert!(runs.load(Ordering::SeqCst) >= 3);
+    let health = server.get("/healthz", None).await;
+    assert_eq!(
+        health.body, "failing background workers: poisoned",
+        "it names the worker"
+    );
+    let metrics = server.get("/metrics", None).await.body;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"worker_restarts_total{worker="poisoned"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"worker_up{worker="poisoned"} 0"#),
+        "{metrics}"
+    );
+    // The process itself keeps serving.
+    assert_eq!(server.get("/api/fine", None).await.status, 200);
+    assert_eq!(server.get("/readyz", None).await.status, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_only() {
+    let database = TestDatabase::create().await;
+    let http = HttpConfig::for_tests(&database.url);
+    let server = TestServer::start(move |listener, shutdown| async move {
+        let pools = Pools::connect(&http.database).await?;
+        Service::new("plain", Router::new(), pools, &http)
+            .run(listener, shutdown)
+            .await
+    })
+    .await;
+    server.ready().await;
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    drop(database); // dropped WITH (FORCE): its connections are cut
+    wait_until("/readyz to fail without its database", || async {
+        server.get("/readyz", None).await.status == 503
+    })
+    .await;
+    assert_eq!(
+        server.get("/healthz", None).await.status,
+        200,
+        "alive all the same"
+    );
+}

@@ -1,0 +1,5 @@
+//! Listeners: the schedule learns of orders from `order.created`.
+
+mod order_created;
+
+pub use order_created::OrderCreatedListener;
