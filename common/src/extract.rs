@@ -1,4 +1,5 @@
-//! Extractors that answer bad input with the contract's error body.
+//! Extractors that answer bad input with the error body of
+//! [docs/api.md § Errors](../../docs/api.md#errors).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -15,7 +16,7 @@ use crate::Error;
 
 /// A JSON body (request) or JSON answer (response).
 ///
-/// Unlike `axum::Json`, a body that cannot be read answers with the contract's error
+/// Unlike `axum::Json`, a body that cannot be read answers with the API's error
 /// body: 400 for malformed JSON or a body that is not an object, 413 when it is larger
 /// than the limit, 415 when it is not declared as JSON. Request types are meant to be
 /// lenient (every field optional, see [`crate::validate`]) so that wrong or missing
@@ -86,7 +87,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 /// The `{id}` segment of a path, as a UUID. Anything else is a 404, as an id that
-/// does not exist would be (contract §1).
+/// does not exist would be ([docs/api.md § Values](../../docs/api.md#values)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Id(pub Uuid);
 
@@ -157,7 +158,7 @@ mod tests {
 }
 
 /// The `{id}` segment of a path, checked only when the handler asks: for routes whose
-/// contract validates the body before looking the id up (`PUT /api/tickets/{id}`).
+/// API validates the body before looking the id up (`PUT /api/tickets/{id}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UncheckedId(Option<Uuid>);
 

@@ -4,7 +4,8 @@
 //! talks to the others only through events on NATS JetStream. What they have in
 //! common lives here, once:
 //!
-//! - [`error`]: the one error type and the JSON error body of the contract;
+//! - [`error`]: the one error type and the JSON error body of
+//!   [docs/api.md § Errors](../../docs/api.md#errors);
 //! - [`extract`]: request extractors that turn bad input into that error body;
 //! - [`session`]: the `session` cookie, its JWT and the current-user extractors;
 //! - [`validate`]: per-field validation and the parsers for emails, ids and prices;

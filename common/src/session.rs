@@ -1,5 +1,6 @@
 //! The session: a cookie named `session` holding base64(`{"jwt":"<HS256 token>"}`),
-//! the format of the `cookie-session` npm package the original service used (contract §2).
+//! the format of the `cookie-session` npm package the original service used
+//! ([docs/api.md § Session cookie](../../docs/api.md#session-cookie)).
 //!
 //! Any service reads it with [`CurrentUser`] (optional) or [`AuthUser`] (required);
 //! only auth writes it, with [`SessionKeys::issue`] and [`SessionKeys::cookie`].
@@ -227,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn set_cookie_has_the_contract_attributes() {
+    fn set_cookie_has_the_documented_attributes() {
         let cookie = keys("k").cookie("t").unwrap();
         let text = cookie.to_str().unwrap();
         assert!(text.starts_with("session="));

@@ -1,4 +1,4 @@
-//! Timestamps as the contract writes them: RFC 3339 in UTC with milliseconds and a
+//! Timestamps as the API writes them: RFC 3339 in UTC with milliseconds and a
 //! `Z` (`2026-11-26T17:02:12.286Z`), the format of JavaScript's `toISOString()`.
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};

@@ -294,6 +294,7 @@ impl<L: Listener> Subscribed<L> {
                 }
             };
 
+            let started = std::time::Instant::now();
             let outcome = {
                 // The semaphore is never closed.
                 let _permit = context.permits.acquire().await;
@@ -311,6 +312,8 @@ impl<L: Listener> Subscribed<L> {
                 .increment(1);
             match outcome {
                 Ok(Outcome::Done | Outcome::Duplicate) => {
+                    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(outcome = label, latency_ms, "event handled");
                     self.waiting.forget(event_id);
                     acknowledge(&message, AckKind::Ack).await;
                 }
@@ -467,7 +470,7 @@ async fn failed(context: &Context, message: &Message, event_id: &str, error: &an
 }
 
 /// 50 ms after the first attempt, doubling up to `max`.
-pub fn retry_delay(attempt: i64, max: Duration) -> Duration {
+pub(crate) fn retry_delay(attempt: i64, max: Duration) -> Duration {
     let exponent = u32::try_from(attempt.clamp(1, 16) - 1).unwrap_or(0);
     Duration::from_millis(50 * 2_u64.pow(exponent)).min(max)
 }

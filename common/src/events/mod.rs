@@ -8,12 +8,14 @@
 //! - [`consumer`]: durable pull consumers that handle each event exactly once in
 //!   effect;
 //! - [`parked`]: the operator's view of events that could not be handled, and
-//!   re-driving them.
+//!   re-driving them;
+//! - [`schema`]: the events as an AsyncAPI document (`docs/asyncapi.yaml`).
 
 pub mod consumer;
 pub mod outbox;
 pub mod parked;
 pub mod payloads;
+pub mod schema;
 pub mod stream;
 
 pub use consumer::{Consumers, Handled, Listener};
@@ -52,6 +54,56 @@ impl Subject {
             Subject::OrderCancelled => "order.cancelled",
             Subject::ExpirationComplete => "expiration.complete",
             Subject::PaymentCreated => "payment.created",
+        }
+    }
+}
+
+impl Subject {
+    /// The service that publishes it.
+    pub const fn publisher(self) -> &'static str {
+        match self {
+            Subject::TicketCreated | Subject::TicketUpdated => "tickets",
+            Subject::OrderCreated | Subject::OrderCancelled => "orders",
+            Subject::ExpirationComplete => "expiration",
+            Subject::PaymentCreated => "payments",
+        }
+    }
+
+    /// The services that consume it (checked against their listeners in `e2e`'s
+    /// documentation test).
+    pub const fn consumers(self) -> &'static [&'static str] {
+        match self {
+            Subject::TicketCreated | Subject::TicketUpdated => &["orders"],
+            Subject::OrderCreated => &["tickets", "payments", "expiration"],
+            Subject::OrderCancelled => &["tickets", "payments"],
+            Subject::ExpirationComplete | Subject::PaymentCreated => &["orders"],
+        }
+    }
+
+    /// What each consumer does with it.
+    pub const fn effects(self) -> &'static str {
+        match self {
+            Subject::TicketCreated => "orders adds the ticket to its replica.",
+            Subject::TicketUpdated => {
+                "orders applies it to its replica, strictly in version order."
+            }
+            Subject::OrderCreated => {
+                "tickets reserves the ticket (version + 1, `ticket.updated`); payments \
+                 stores the order; expiration schedules `expiration.complete` at `expiresAt`."
+            }
+            Subject::OrderCancelled => {
+                "tickets frees the ticket if this order still holds it (version + 1, \
+                 `ticket.updated`); payments marks the order cancelled and refunds any \
+                 completed charge for it."
+            }
+            Subject::ExpirationComplete => {
+                "orders cancels the order if it is `created` or `awaiting:payment` \
+                 (version + 1, `order.cancelled`); otherwise nothing."
+            }
+            Subject::PaymentCreated => {
+                "orders completes a `created` or `awaiting:payment` order; a cancelled \
+                 order stays cancelled (payments refunds)."
+            }
         }
     }
 }

@@ -178,6 +178,7 @@ impl Relay {
             };
             match acknowledged {
                 Ok(()) => {
+                    tracing::debug!(event_id = %row.event_id, subject = %row.subject, "published");
                     metrics::counter!("events_published_total", "subject" => row.subject.clone())
                         .increment(1);
                     published.push(row.seq);

@@ -80,10 +80,12 @@ impl sqlx::Decode<'_, sqlx::Postgres> for OrderStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A ticket was listed for sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketCreated {
     pub id: Uuid,
+    /// Always 0.
     pub version: i64,
     pub title: String,
     pub price: Price,
@@ -94,10 +96,12 @@ impl Event for TicketCreated {
     const SUBJECT: Subject = Subject::TicketCreated;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A ticket changed: edited by its seller, reserved by an order, or freed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketUpdated {
     pub id: Uuid,
+    /// One more than the ticket's previous event.
     pub version: i64,
     pub title: String,
     pub price: Price,
@@ -111,19 +115,24 @@ impl Event for TicketUpdated {
     const SUBJECT: Subject = Subject::TicketUpdated;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A buyer ordered a ticket: it is reserved until the order expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     pub id: Uuid,
+    /// Always 0.
     pub version: i64,
     pub status: OrderStatus,
     pub user_id: Uuid,
+    /// When the order expires unless it is paid (RFC 3339, UTC, milliseconds).
     #[serde(with = "crate::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
     pub ticket: OrderCreatedTicket,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The ordered ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderCreatedTicket {
     pub id: Uuid,
     pub price: Price,
@@ -133,14 +142,17 @@ impl Event for OrderCreated {
     const SUBJECT: Subject = Subject::OrderCreated;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An order was cancelled, by its buyer or because it expired: its ticket is free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderCancelled {
     pub id: Uuid,
+    /// One more than the order's previous event.
     pub version: i64,
     pub ticket: TicketRef,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The ticket an event is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TicketRef {
     pub id: Uuid,
 }
@@ -149,7 +161,8 @@ impl Event for OrderCancelled {
     const SUBJECT: Subject = Subject::OrderCancelled;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An order's time to pay ran out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpirationComplete {
     pub order_id: Uuid,
@@ -159,11 +172,14 @@ impl Event for ExpirationComplete {
     const SUBJECT: Subject = Subject::ExpirationComplete;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An order was paid for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentCreated {
+    /// The payment (charge) id.
     pub id: Uuid,
     pub order_id: Uuid,
+    /// Stripe's id of the charge.
     pub stripe_id: String,
 }
 

@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 pub use database::TestDatabase;
 pub use nats::TestNats;
-pub use probe::{EventProbe, Observed, publish_raw};
-pub use process::ServiceProcess;
+pub use probe::{EventProbe, Observed, publish_all, publish_raw};
+pub use process::{ServiceProcess, run_command};
 pub use server::{TestResponse, TestServer};
 pub use wait::{WAIT, wait_until};
 

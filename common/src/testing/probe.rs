@@ -91,3 +91,26 @@ pub async fn publish_raw<E: Event>(nats_url: &str, id: &str, event: &E) {
         .await
         .unwrap();
 }
+
+/// Publishes many events of one type straight to JetStream, each with its
+/// `Nats-Msg-Id`, on one connection, waiting for every acknowledgement at the end.
+pub async fn publish_all<E: Event>(nats_url: &str, events: &[(String, E)]) {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let mut acks = Vec::with_capacity(events.len());
+    for (id, event) in events {
+        let payload = serde_json::to_vec(event).unwrap();
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(id);
+        acks.push(
+            jetstream
+                .send_publish(E::SUBJECT.as_str(), publish)
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}

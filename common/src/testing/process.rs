@@ -99,6 +99,11 @@ impl ServiceProcess {
         })
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -130,4 +135,14 @@ impl Drop for ServiceProcess {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Runs `binary` with `args` and only `env` in its environment, to completion.
+pub fn run_command(binary: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(binary)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }

@@ -1,6 +1,7 @@
 //! Cross-service flows with every service running and a real NATS between them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod burst;
 mod purchase;
 mod race;
 mod tickets_and_orders;

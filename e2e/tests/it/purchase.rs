@@ -4,7 +4,7 @@ use common::testing::wait_until;
 use e2e::{Options, Stack};
 use serde_json::json;
 
-/// Contract §6 and §7: A sells, B buys and pays; the order completes and the ticket
+/// docs/api.md § Payments and Events: A sells, B buys and pays; the order completes and the ticket
 /// stays sold.
 #[tokio::test]
 async fn a_ticket_is_bought_and_paid_for() {

@@ -14,7 +14,7 @@ struct Tally {
     refunded_charges: usize,
 }
 
-/// Contract §6: payment and expiry at the same instant, 50 times. Every run must end
+/// docs/api.md § Payments: payment and expiry at the same instant, 50 times. Every run must end
 /// either complete with one unrefunded charge, or cancelled with every completed
 /// charge refunded; no ticket is ever held by two orders.
 #[tokio::test]

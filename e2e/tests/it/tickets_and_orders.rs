@@ -1,7 +1,7 @@
 use e2e::{Options, Stack};
 use serde_json::{Value, json};
 
-/// Contract §4, §5, §7: a ticket's life across tickets and orders.
+/// docs/api.md § Tickets, Orders and Events: a ticket's life across tickets and orders.
 #[tokio::test]
 async fn a_ticket_is_listed_reserved_freed_and_repriced_across_services() {
     let stack = Stack::start(Options::default()).await;

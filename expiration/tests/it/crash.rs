@@ -27,7 +27,7 @@ async fn scheduled(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
-/// Contract §7.5 and the expiration issue: SIGKILL while orders are pending; what came
+/// docs/api.md § Guarantees, 5: SIGKILL while orders are pending; what came
 /// due while it was down fires at once after the restart, the rest on time, and every
 /// order expires exactly once.
 #[tokio::test]

@@ -107,7 +107,7 @@ async fn a_cancelled_order_frees_the_ticket_for_a_new_order() {
     assert_ne!(first["id"], second["id"]);
 }
 
-/// Contract §5: of any number of concurrent orders for one ticket, exactly one wins.
+/// docs/api.md § Orders: of any number of concurrent orders for one ticket, exactly one wins.
 #[tokio::test]
 async fn concurrent_orders_for_one_ticket_reserve_it_exactly_once() {
     let orders = Orders::start().await;

@@ -8,7 +8,7 @@ use crate::ticket::Ticket;
 
 /// Edits title and price; publishes `ticket.updated`.
 ///
-/// Checks run in the contract's order: session, validation, existence, ownership,
+/// Checks run in the documented order: session, validation, existence, ownership,
 /// reservation.
 #[utoipa::path(
     put,

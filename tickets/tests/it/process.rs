@@ -2,11 +2,11 @@ use std::time::{Duration, Instant};
 
 use common::events::{Subject, TicketCreated};
 use common::testing::{
-    EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie,
+    EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie, run_command,
 };
 use serde_json::json;
 
-/// Contract §8: on SIGTERM the service finishes what it was doing, flushes its outbox
+/// docs/api.md § Operations: on SIGTERM the service finishes what it was doing, flushes its outbox
 /// and exits 0 within the grace period.
 #[tokio::test]
 async fn sigterm_flushes_the_outbox_and_exits_zero() {
@@ -86,4 +86,52 @@ async fn the_openapi_document_describes_the_routes() {
     assert!(doc["paths"]["/api/tickets"]["post"].is_object());
     assert!(doc["paths"]["/api/tickets/{id}"]["put"].is_object());
     assert!(doc["components"]["schemas"]["Ticket"].is_object());
+}
+
+/// The operator's tool, as it would be used through `kubectl exec`: list the parked
+/// events, then re-drive them once their cause is fixed.
+#[tokio::test]
+async fn parked_events_are_listed_and_re_driven_from_the_command_line() {
+    let tickets = crate::Tickets::start().await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let order_id = uuid::Uuid::new_v4();
+    let payload = json!({
+        "id": order_id, "version": 0, "status": "created", "userId": order_id,
+        "expiresAt": "2026-11-26T17:02:12.286Z",
+        "ticket": {"id": ticket["id"], "price": 20},
+    });
+    let pool = tickets.database.pool().await;
+    sqlx::query(
+        "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
+         VALUES ('evt-parked', 'order.created', $1, 50, 'the database was read-only')",
+    )
+    .bind(payload.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let env = [
+        ("DATABASE_URL", tickets.database.url.as_str()),
+        ("NATS_URL", tickets.nats.url.as_str()),
+        ("JWT_KEY", JWT_KEY),
+    ];
+    let binary = env!("CARGO_BIN_EXE_tickets");
+
+    let listed = run_command(binary, &["parked", "list"], &env);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(stdout.contains("evt-parked"), "{stdout}");
+    assert!(stdout.contains("the database was read-only"), "{stdout}");
+
+    let redriven = run_command(binary, &["parked", "redrive", "--all"], &env);
+    let stdout = String::from_utf8_lossy(&redriven.stdout);
+    assert!(redriven.status.success(), "{redriven:?}");
+    assert!(stdout.contains("applied"), "{stdout}");
+    let current = tickets.ticket(&ticket["id"]).await;
+    assert_eq!(
+        current["orderId"],
+        json!(order_id),
+        "the reservation was applied"
+    );
+    let listed = run_command(binary, &["parked", "list"], &env);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("no parked events"));
 }
