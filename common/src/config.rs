@@ -137,6 +137,15 @@ impl Env {
         self.get(name).map_or(Ok(default), |raw| parse(name, &raw))
     }
 
+    /// A variable that may be absent, with no default (`None`).
+    pub fn maybe<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.note(name, false, None);
+        self.get(name).map(|raw| parse(name, &raw)).transpose()
+    }
+
     /// A duration given in whole seconds.
     pub fn seconds(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
         self.optional(name, default).map(Duration::from_secs)
@@ -211,7 +220,6 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECONDS` (default 20): how long a stop may take.
     pub shutdown_grace: Duration,
-    pub database: DatabaseConfig,
 }
 
 impl HttpConfig {
@@ -221,18 +229,16 @@ impl HttpConfig {
             port: env.optional("PORT", 3000)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECONDS", 30)?,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20)?,
-            database: DatabaseConfig::from_env(env)?,
         })
     }
 
-    /// Defaults for tests and tools; the database must still be given.
-    pub fn for_tests(database_url: &str) -> Self {
+    /// Defaults for tests: loopback, any port, a short grace.
+    pub fn for_tests() -> Self {
         Self {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
-            database: DatabaseConfig::for_tests(database_url),
         }
     }
 }
@@ -396,7 +402,10 @@ mod tests {
 
     #[test]
     fn describe_lists_every_variable_a_loader_reads() {
-        let variables = describe(HttpConfig::from_env);
+        let variables = describe(|env| {
+            HttpConfig::from_env(env)?;
+            DatabaseConfig::from_env(env)
+        });
         let required: Vec<_> = variables
             .iter()
             .filter(|v| v.required)

@@ -26,10 +26,10 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// What the health routes look at.
 #[derive(Clone)]
 pub struct Probes {
-    /// `/readyz`: the service can serve HTTP while this database answers. NATS is not
-    /// checked: writes wait in the outbox while the bus is away, so a bus outage must
-    /// not take every pod out of its Service.
-    pub pool: PgPool,
+    /// `/readyz`: the service can serve HTTP while its database (if it has one)
+    /// answers. NATS is not checked: writes wait in the outbox while the bus is away,
+    /// so a bus outage must not take every pod out of its Service.
+    pub pool: Option<PgPool>,
     /// `/healthz`: the process is alive and no background worker is crash-looping.
     pub health: Health,
 }
@@ -60,7 +60,10 @@ async fn healthz(State(health): State<Health>) -> Response {
     }
 }
 
-async fn readyz(State(pool): State<PgPool>) -> Response {
+async fn readyz(State(pool): State<Option<PgPool>>) -> Response {
+    let Some(pool) = pool else {
+        return (StatusCode::OK, "ready").into_response();
+    };
     let database = tokio::time::timeout(
         Duration::from_secs(2),
         sqlx::query("SELECT 1").execute(&pool),
@@ -125,7 +128,7 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
         let probes = Probes {
-            pool,
+            pool: Some(pool),
             health: Health::default(),
         };
         app(api, probes, Duration::from_millis(200))

@@ -28,6 +28,11 @@ impl Price {
         self.0
     }
 
+    /// Major units with exactly two decimals, as a price tag shows it: `12.50`.
+    pub fn two_decimals(self) -> String {
+        format!("{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+
     /// Parses a price from decimal text such as `12`, `12.5`, `"12.50"` or `1.25e1`.
     pub fn parse_decimal(text: &str) -> Option<Self> {
         Self::from_cents(decimal_to_cents(text.trim())?)

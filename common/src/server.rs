@@ -17,7 +17,7 @@ use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BusConfig, HttpConfig};
+use crate::config::{BusConfig, DatabaseConfig, HttpConfig};
 use crate::db::Pools;
 use crate::events::stream::{self, Nats};
 use crate::events::{Consumers, Relay};
@@ -31,8 +31,9 @@ type Task = Box<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Syn
 /// A service ready to run.
 pub struct Service {
     name: &'static str,
-    app: Router,
-    pools: Pools,
+    api: Router,
+    request_timeout: Duration,
+    pools: Option<Pools>,
     health: Health,
     bus: Option<(Nats, Consumers)>,
     tasks: Vec<(&'static str, Task)>,
@@ -41,30 +42,39 @@ pub struct Service {
 
 impl Service {
     /// `api`: the service's routes; the operational routes and layers are added here.
-    pub fn new(name: &'static str, api: Router, pools: Pools, http: &HttpConfig) -> Self {
-        let health = Health::default();
-        let probes = Probes {
-            pool: pools.http.clone(),
-            health: health.clone(),
-        };
+    pub fn new(name: &'static str, api: Router, http: &HttpConfig) -> Self {
         Self {
             name,
-            app: crate::http::app(api, probes, http.request_timeout),
-            pools,
-            health,
+            api,
+            request_timeout: http.request_timeout,
+            pools: None,
+            health: Health::default(),
             bus: None,
             tasks: Vec::new(),
             pruner: None,
         }
     }
 
-    /// Publishes the service's outbox, runs its `consumers`, and prunes the bus tables
-    /// (and any table added with [`Self::prune`]).
-    pub fn with_bus(mut self, nats: Nats, consumers: Consumers, config: &BusConfig) -> Self {
+    /// The service's database: `/readyz` checks it, and it is closed last.
+    pub fn with_pools(mut self, pools: Pools) -> Self {
+        self.pools = Some(pools);
+        self
+    }
+
+    /// Publishes the service's outbox from `pools`, runs its `consumers`, and prunes
+    /// the bus tables (and any table added with [`Self::prune`]).
+    pub fn with_bus(
+        mut self,
+        pools: Pools,
+        nats: Nats,
+        consumers: Consumers,
+        config: &BusConfig,
+    ) -> Self {
         let pruner = BUS_TABLES.iter().fold(
-            Pruner::new(self.pools.events.clone(), config.retention),
+            Pruner::new(pools.events.clone(), config.retention),
             |pruner, &(table, column)| pruner.table(table, column),
         );
+        self.pools = Some(pools);
         self.pruner = Some((pruner, config.prune_interval));
         self.bus = Some((nats, consumers));
         self
@@ -99,6 +109,11 @@ impl Service {
         let address = listener
             .local_addr()
             .context("reading the listening address")?;
+        let probes = Probes {
+            pool: self.pools.as_ref().map(|pools| pools.http.clone()),
+            health: self.health.clone(),
+        };
+        let app = crate::http::app(self.api, probes, self.request_timeout);
         let workers = Workers::new(self.name, self.health.clone());
         let stop_work = shutdown.child_token();
         for (name, task) in self.tasks {
@@ -112,16 +127,16 @@ impl Service {
         // The relay outlives the rest: it publishes what they committed while stopping.
         let relays = Workers::new(self.name, self.health.clone());
         let stop_relay = CancellationToken::new();
-        if let Some((nats, consumers)) = &self.bus {
+        if let (Some((nats, consumers)), Some(pools)) = (&self.bus, &self.pools) {
             consumers.spawn(&workers, nats, &stop_work);
-            let relay = Relay::new(self.pools.events.clone(), nats.jetstream.clone());
+            let relay = Relay::new(pools.events.clone(), nats.jetstream.clone());
             relays.supervise("relay", stop_relay.clone(), move |stop| {
                 relay.clone().run(stop, Duration::from_secs(5))
             });
         }
 
         tracing::info!(service = self.name, %address, "listening");
-        let served = axum::serve(listener, self.app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving HTTP");
@@ -130,7 +145,9 @@ impl Service {
         workers.wait().await;
         stop_relay.cancel();
         relays.wait().await;
-        self.pools.close().await;
+        if let Some(pools) = &self.pools {
+            pools.close().await;
+        }
         tracing::info!(service = self.name, "stopped");
         served
     }
@@ -147,11 +164,11 @@ impl Backend {
     /// connects to NATS and makes sure the stream exists.
     pub async fn connect(
         name: &str,
-        http: &HttpConfig,
+        database: &DatabaseConfig,
         bus: &BusConfig,
         migrator: &Migrator,
     ) -> anyhow::Result<Self> {
-        let pools = Pools::connect(&http.database).await?;
+        let pools = Pools::connect(database).await?;
         pools.migrate(migrator, true).await?;
         let nats = stream::connect(&bus.nats_url, name, bus.stream_replicas).await?;
         Ok(Self { pools, nats })
@@ -166,7 +183,7 @@ impl Backend {
         bus: &BusConfig,
         consumers: Consumers,
     ) -> Service {
-        Service::new(name, api, self.pools, http).with_bus(self.nats, consumers, bus)
+        Service::new(name, api, http).with_bus(self.pools, self.nats, consumers, bus)
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::Router;
 use axum::routing::get;
-use common::config::HttpConfig;
+use common::config::{DatabaseConfig, HttpConfig};
 use common::db::Pools;
 use common::server::Service;
 use common::testing::{TestDatabase, TestServer, wait_until};
@@ -15,13 +15,17 @@ use common::testing::{TestDatabase, TestServer, wait_until};
 #[tokio::test]
 async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
     let database = TestDatabase::create().await;
-    let http = HttpConfig::for_tests(&database.url);
+    let (http, db) = (
+        HttpConfig::for_tests(),
+        DatabaseConfig::for_tests(&database.url),
+    );
     let runs = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&runs);
     let server = TestServer::start(move |listener, shutdown| async move {
-        let pools = Pools::connect(&http.database).await?;
+        let pools = Pools::connect(&db).await?;
         let api = Router::new().route("/api/fine", get(|| async { "fine" }));
-        Service::new("crashy", api, pools, &http)
+        Service::new("crashy", api, &http)
+            .with_pools(pools)
             .with_task("poisoned", move |_stop| {
                 counted.fetch_add(1, Ordering::SeqCst);
                 async { panic!("injected: the worker cannot run") }
@@ -62,10 +66,14 @@ async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
 #[tokio::test]
 async fn readiness_follows_the_database_only() {
     let database = TestDatabase::create().await;
-    let http = HttpConfig::for_tests(&database.url);
+    let (http, db) = (
+        HttpConfig::for_tests(),
+        DatabaseConfig::for_tests(&database.url),
+    );
     let server = TestServer::start(move |listener, shutdown| async move {
-        let pools = Pools::connect(&http.database).await?;
-        Service::new("plain", Router::new(), pools, &http)
+        let pools = Pools::connect(&db).await?;
+        Service::new("plain", Router::new(), &http)
+            .with_pools(pools)
             .run(listener, shutdown)
             .await
     })

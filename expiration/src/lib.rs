@@ -17,7 +17,7 @@ pub mod schedule;
 pub mod scheduler;
 
 use common::cli::ServiceMain;
-use common::config::{BusConfig, ConfigError, Env, HttpConfig};
+use common::config::{BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig};
 use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
@@ -31,6 +31,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
     pub bus: BusConfig,
 }
 
@@ -38,13 +39,15 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
         })
     }
 
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
-            http: HttpConfig::for_tests(database_url),
+            http: HttpConfig::for_tests(),
+            database: DatabaseConfig::for_tests(database_url),
             bus: BusConfig::for_tests(nats_url),
         }
     }
@@ -61,7 +64,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
+    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
     let consumers = consumers(&config, backend.pools.events.clone());
     let pool = backend.pools.events.clone();
     backend
@@ -87,6 +90,10 @@ impl ServiceMain for Config {
 
     fn http(&self) -> &HttpConfig {
         &self.http
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
     }
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use common::SessionKeys;
 use common::cli::ServiceMain;
-use common::config::{self, BusConfig, ConfigError, Env, HttpConfig, Secret};
+use common::config::{self, BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
 use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
@@ -30,6 +30,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
     pub bus: BusConfig,
     /// `JWT_KEY`: verifies sessions.
     pub jwt_key: Secret,
@@ -41,6 +42,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
             expiration_window: env.seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
@@ -49,7 +51,8 @@ impl Config {
 
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
-            http: HttpConfig::for_tests(database_url),
+            http: HttpConfig::for_tests(),
+            database: DatabaseConfig::for_tests(database_url),
             bus: BusConfig::for_tests(nats_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
             expiration_window: Duration::from_secs(15 * 60),
@@ -79,7 +82,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
+    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
     let state = AppState {
         pool: backend.pools.http.clone(),
         keys: SessionKeys::reader(&config.jwt_key),
@@ -107,6 +110,10 @@ impl ServiceMain for Config {
 
     fn http(&self) -> &HttpConfig {
         &self.http
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
     }
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use common::SessionKeys;
 use common::cli::ServiceMain;
-use common::config::{self, BusConfig, ConfigError, Env, HttpConfig, Secret};
+use common::config::{self, BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
 use common::events::Consumers;
 use common::server::Backend;
 use sqlx::PgPool;
@@ -37,6 +37,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
     pub bus: BusConfig,
     /// `JWT_KEY`: verifies sessions.
     pub jwt_key: Secret,
@@ -51,6 +52,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
             stripe: StripeConfig::from_env(env)?,
@@ -67,7 +69,8 @@ impl Config {
         stripe_key: &str,
     ) -> Self {
         Self {
-            http: HttpConfig::for_tests(database_url),
+            http: HttpConfig::for_tests(),
+            database: DatabaseConfig::for_tests(database_url),
             bus: BusConfig::for_tests(nats_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
             stripe: StripeConfig {
@@ -101,7 +104,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stripe = Stripe::new(&config.stripe)?;
-    let backend = Backend::connect(SERVICE, &config.http, &config.bus, &MIGRATOR).await?;
+    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
     let state = AppState {
         keys: SessionKeys::reader(&config.jwt_key),
         payments: Payments::new(backend.pools.http.clone(), stripe.clone()),
@@ -133,6 +136,10 @@ impl ServiceMain for Config {
 
     fn http(&self) -> &HttpConfig {
         &self.http
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
     }
 
     async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -75,6 +75,59 @@ impl Ticket {
         .await
     }
 
+    /// Up to `limit` unreserved tickets older than ticket `before` (newest first).
+    pub async fn page_before(
+        db: impl PgExecutor<'_>,
+        before: Uuid,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Ticket>> {
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets
+               WHERE order_id IS NULL
+                 AND (created_at, id) < (SELECT created_at, id FROM tickets WHERE id = $1)
+               ORDER BY created_at DESC, id DESC LIMIT $2"#,
+            before,
+            limit,
+        )
+        .fetch_all(db)
+        .await
+    }
+
+    /// Up to `limit` unreserved tickets newer than ticket `after`, oldest first.
+    pub async fn page_after(
+        db: impl PgExecutor<'_>,
+        after: Uuid,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Ticket>> {
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets
+               WHERE order_id IS NULL
+                 AND (created_at, id) > (SELECT created_at, id FROM tickets WHERE id = $1)
+               ORDER BY created_at, id LIMIT $2"#,
+            after,
+            limit,
+        )
+        .fetch_all(db)
+        .await
+    }
+
+    /// The newest `limit` unreserved tickets.
+    pub async fn first_page(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Ticket>> {
+        sqlx::query_as!(
+            Ticket,
+            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
+               FROM tickets WHERE order_id IS NULL
+               ORDER BY created_at DESC, id DESC LIMIT $1"#,
+            limit,
+        )
+        .fetch_all(db)
+        .await
+    }
+
     /// Changes title and price; the version goes up by one.
     pub async fn edit(tx: &mut Tx, id: Uuid, title: &str, price: Price) -> sqlx::Result<Ticket> {
         sqlx::query_as!(

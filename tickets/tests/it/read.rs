@@ -56,3 +56,61 @@ async fn listing_shows_unreserved_tickets_newest_first() {
     // Still visible by id.
     assert!(tickets.ticket(&created[1]["id"]).await["orderId"].is_string());
 }
+
+#[tokio::test]
+async fn listing_a_page_at_a_time_with_links_both_ways() {
+    let tickets = Tickets::start().await;
+    let (cookie, _) = new_user_cookie();
+    for n in 0..7 {
+        tickets
+            .create(&cookie, &format!("t{n}"), json!(10))
+            .await
+            .expect(201);
+    }
+    let titles = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let link = |response: &common::testing::TestResponse, rel: &str| -> Option<String> {
+        let header = response.headers.get("link")?.to_str().unwrap().to_owned();
+        header.split(", ").find_map(|part| {
+            let (target, kind) = part.split_once("; ")?;
+            (kind == format!("rel=\"{rel}\"")).then(|| target.trim_matches(['<', '>']).to_owned())
+        })
+    };
+
+    let first = tickets.server.get("/api/tickets?limit=3", None).await;
+    assert!(link(&first, "prev").is_none());
+    let next = link(&first, "next").expect("a next page");
+    assert_eq!(titles(&first.body), ["t6", "t5", "t4"]);
+    let second = tickets.server.get(&next, None).await;
+    assert_eq!(titles(&second.body), ["t3", "t2", "t1"]);
+    let third = tickets
+        .server
+        .get(&link(&second, "next").unwrap(), None)
+        .await;
+    assert_eq!(titles(&third.body), ["t0"]);
+    assert!(link(&third, "next").is_none());
+    let back = tickets
+        .server
+        .get(&link(&third, "prev").unwrap(), None)
+        .await;
+    assert_eq!(titles(&back.body), ["t3", "t2", "t1"]);
+
+    // Without parameters: every ticket, no header, as the original.
+    let all = tickets.server.get("/api/tickets", None).await;
+    assert!(all.headers.get("link").is_none());
+    assert_eq!(all.body.as_array().unwrap().len(), 7);
+
+    for bad in ["limit=0", "limit=101", "limit=x", "before=nope"] {
+        let errors = tickets
+            .server
+            .get(&format!("/api/tickets?{bad}"), None)
+            .await
+            .errors(400);
+        assert_eq!(errors.len(), 1, "{bad}");
+    }
+}

@@ -1,0 +1,127 @@
+//! The client's own rules, with the API out of reach: what a browser gets when the
+//! services are down, when it is not signed in, and when a form comes from elsewhere.
+//! (The pages working against the real services are proven in a real browser:
+//! e2e/browser/.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use client::api::ApiUrls;
+use common::testing::TestServer;
+use reqwest::redirect::Policy;
+
+/// The client, calling an API on a port where nothing listens.
+async fn client_without_api() -> (TestServer, reqwest::Client) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = client::Config::for_tests(ApiUrls::all(&dead));
+    let server =
+        TestServer::start(move |listener, shutdown| client::run(config, listener, shutdown)).await;
+    server.ready().await;
+    common::install_tls_provider();
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    (server, http)
+}
+
+#[tokio::test]
+async fn an_api_that_is_down_gives_a_friendly_page() {
+    let (server, http) = client_without_api().await;
+    let response = http
+        .get(server.url("/"))
+        .header("cookie", "session=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("reach the ticket service"), "{page}");
+    assert!(page.contains("GitTix"));
+}
+
+#[tokio::test]
+async fn pages_that_need_a_user_send_visitors_to_sign_in() {
+    let (server, http) = client_without_api().await;
+    for path in [
+        "/tickets/new",
+        "/orders",
+        "/orders/8d0e9a4c-43e4-4a6c-9b7b-2f5c2f7b7a10",
+    ] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()["location"], "/auth/signin", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn pages_carry_a_content_security_policy_of_their_own_assets() {
+    let (server, http) = client_without_api().await;
+    let response = http.get(server.url("/auth/signin")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert!(
+        !policy.contains("stripe"),
+        "no Stripe without a publishable key"
+    );
+    let page = response.text().await.unwrap();
+    assert!(!page.contains("<script>"), "no inline script");
+    for asset in ["/assets/app.css", "/assets/app.js"] {
+        assert_eq!(
+            http.get(server.url(asset)).send().await.unwrap().status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused() {
+    let (server, http) = client_without_api().await;
+    let host = server.address.to_string();
+    let post = |origin: Option<String>| {
+        let mut request = http
+            .post(server.url("/auth/signup"))
+            .form(&[("email", "a@b.co"), ("password", "password")]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 403, "no origin");
+    let evil = post(Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(
+        evil.text()
+            .await
+            .unwrap()
+            .contains("sent from another site")
+    );
+    // From this site it goes through (to the API, which is down here).
+    let ours = post(Some(format!("http://{host}"))).await.unwrap();
+    assert_eq!(ours.status(), 503);
+}
+
+#[tokio::test]
+async fn unknown_pages_are_html_and_unknown_api_routes_json() {
+    let (server, http) = client_without_api().await;
+    let page = http.get(server.url("/no/such/page")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("Not found"));
+    let api = http.get(server.url("/api/nothing")).send().await.unwrap();
+    assert_eq!(api.status(), 404);
+    assert_eq!(
+        api.text().await.unwrap(),
+        r#"{"errors":[{"message":"Not Found"}]}"#
+    );
+}

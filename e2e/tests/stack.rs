@@ -1,0 +1,202 @@
+//! The local stack as `make up` runs it: nginx as the ingress, every service as a
+//! process. These tests need a running stack and are run by `scripts/stack-test.sh`
+//! (part of `make test`), which starts one on ports of its own and passes its
+//! settings in the environment; `cargo test` alone skips them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::testing::wait::wait_at_most;
+use common::testing::{cookie_of, http_client, wait_until};
+use serde_json::{Value, json};
+
+fn ingress() -> String {
+    std::env::var("STACK_URL").expect("STACK_URL (run through scripts/stack-test.sh)")
+}
+
+fn service_port(offset: u16) -> u16 {
+    let base: u16 = std::env::var("SERVICE_PORT_BASE")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(3000);
+    base + offset
+}
+
+/// `scripts/stack.sh ARGS...` with the stack's settings (inherited).
+fn stack(args: &[&str]) {
+    let root = common::testing::workspace_root();
+    let status = Command::new(root.join("scripts/stack.sh"))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/stack.sh {args:?} failed");
+}
+
+async fn sign_up(client: &reqwest::Client) -> String {
+    let email = format!("{}@stack.test", uuid::Uuid::new_v4().simple());
+    let response = client
+        .post(format!("{}/api/users/signup", ingress()))
+        .json(&json!({"email": email, "password": "password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    cookie_of(response.headers())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn the_ingress_answers_its_own_errors_with_the_json_error_body() {
+    let client = http_client();
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let response = client
+        .post(format!("{}/api/users/signup", ingress()))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"errors": [{"message": "Request body is too large"}]})
+    );
+
+    stack(&["stop", "payments"]);
+    let response = client
+        .post(format!("{}/api/payments", ingress()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    stack(&["start", "payments"]);
+    assert_eq!(status, 502);
+    assert_eq!(
+        body,
+        json!({"errors": [{"message": "The service is unavailable; please try again"}]})
+    );
+}
+
+/// Listening sockets of /proc/net/tcp: (address, port) in hex.
+fn listening() -> Vec<(String, u16)> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, port) = fields.get(1)?.split_once(':')?;
+            (fields.get(3) == Some(&"0A"))
+                .then(|| (address.to_owned(), u16::from_str_radix(port, 16).unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn the_services_listen_on_loopback_only() {
+    let sockets = listening();
+    for (offset, service) in [
+        (1, "auth"),
+        (2, "tickets"),
+        (3, "orders"),
+        (4, "payments"),
+        (5, "expiration"),
+        (6, "client"),
+    ] {
+        let port = service_port(offset);
+        let addresses: Vec<&str> = sockets
+            .iter()
+            .filter(|(_, p)| *p == port)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        // 0100007F is 127.0.0.1 as the kernel writes it.
+        assert_eq!(addresses, ["0100007F"], "{service} on {port}");
+    }
+}
+
+/// A NATS outage does not make a service unready: writes go on (into the outbox) and
+/// reach the other services once NATS is back.
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn readiness_survives_a_nats_outage_and_writes_arrive_afterwards() {
+    let client = http_client();
+    let seller = sign_up(&client).await;
+    let buyer = sign_up(&client).await;
+    stack(&["stop", "nats"]);
+
+    let ticket: Value = client
+        .post(format!("{}/api/tickets", ingress()))
+        .header("cookie", &seller)
+        .json(&json!({"title": "during the outage", "price": 15}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (offset, service) in [
+        (1, "auth"),
+        (2, "tickets"),
+        (3, "orders"),
+        (4, "payments"),
+        (5, "expiration"),
+        (6, "client"),
+    ] {
+        let url = format!("http://127.0.0.1:{}/readyz", service_port(offset));
+        let status = client.get(&url).send().await.unwrap().status();
+        assert_eq!(status, 200, "{service} stays ready while NATS is down");
+    }
+    let metrics = client
+        .get(format!("http://127.0.0.1:{}/metrics", service_port(2)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nats_connected 0"),
+        "the bus connection is reported"
+    );
+
+    stack(&["start", "nats"]);
+    // The ticket reaches the orders replica: the buyer can order it.
+    wait_at_most(
+        Duration::from_secs(60),
+        "the ticket to reach orders",
+        || async {
+            let response = client
+                .post(format!("{}/api/orders", ingress()))
+                .header("cookie", &buyer)
+                .json(&json!({"ticketId": ticket["id"]}))
+                .send()
+                .await
+                .unwrap();
+            (response.status() == 201).then_some(())
+        },
+    )
+    .await;
+    wait_until("the reservation to reach tickets", || async {
+        let current: Value = client
+            .get(format!(
+                "{}/api/tickets/{}",
+                ingress(),
+                ticket["id"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        current["orderId"].is_string()
+    })
+    .await;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The tests that need the whole local stack, as `make up` runs it (the last part of
+# `make test`): a stack of its own is started (debug builds, its own ports and data
+# under .stack/test, a short expiration window), then
+#   - the stack tests (e2e/tests/stack.rs: the ingress, bindings, a NATS outage),
+#   - the browser tests (e2e/browser: Playwright driving Debian's Chromium),
+#   - a short chaos run with its invariant checker (loadgen chaos),
+# and the stack is stopped whatever happened.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export STACK_DIR="$ROOT/.stack/test"
+export STACK_PROFILE="${STACK_PROFILE:-debug}"
+export PG_PORT="${TEST_STACK_PG_PORT:-55433}"
+export NATS_PORT=14222 NATS_HTTP_PORT=18222 INGRESS_PORT=18080
+export SERVICE_PORT_BASE=13000 STANDIN_PORT=13111
+export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-20}"
+export SHUTDOWN_GRACE_SECONDS=10
+export STACK_URL="http://localhost:$INGRESS_PORT"
+
+log() { printf '\033[1m[stack-test]\033[0m %s\n' "$*" >&2; }
+
+trap 'scripts/stack.sh down >/dev/null 2>&1 || true' EXIT
+scripts/stack.sh up
+
+log "stack tests"
+cargo nextest run -p e2e --test stack --run-ignored only --locked --profile ci
+
+log "browser tests (Chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing))"
+(
+  cd e2e/browser
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
+  BASE_URL="$STACK_URL" npx playwright test
+)
