@@ -25,7 +25,7 @@ trap 'scripts/stack.sh down >/dev/null 2>&1 || true' EXIT
 scripts/stack.sh up
 
 log "stack tests"
-cargo nextest run -p e2e --test stack --run-ignored only --locked --profile ci
+cargo nextest run -p e2e --test stack --run-ignored only --locked --profile ci --test-threads 1
 
 log "browser tests (Chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing))"
 (
