@@ -8,7 +8,9 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:$(PG_PORT)/postgres
 
 SQLX_CLI_VERSION := 0.9.0
 
-.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests clean-test-databases
+VENV := .stack/venv
+
+.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests clean-test-databases
 
 ## up: the whole system on http://localhost:8080 (installs what is missing)
 up:
@@ -27,7 +29,7 @@ dev:
 
 ## test: format and lint checks, then every test: unit, HTTP, events, cross-service,
 ## then against a running stack: the ingress, a NATS outage, the browser, chaos
-test: deps lint unit-and-integration stack-tests
+test: deps lint unit-and-integration infra-tests stack-tests
 
 deps:
 	$(STACK) install
@@ -55,6 +57,16 @@ unit-and-integration:
 ## stack-tests: the tests that need the whole stack running (scripts/stack-test.sh)
 stack-tests:
 	scripts/stack-test.sh
+
+## infra-tests: offline checks of the images, manifests, skaffold.yaml and workflows
+infra-tests: $(VENV)/.installed
+	cargo build --workspace --bins --locked -q
+	$(VENV)/bin/python -m unittest discover -s infra/tests -v
+
+$(VENV)/.installed: infra/tests/requirements.txt
+	python3 -m venv $(VENV) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
+	$(VENV)/bin/pip install -q -r infra/tests/requirements.txt
+	touch $@
 
 clean-test-databases:
 	$(STACK) clean-test-databases

@@ -3,6 +3,7 @@
 //! ```text
 //! <service>                          serve (what the container runs)
 //! <service> env [--json]             the environment variables it reads
+//! <service> env --check              whether this environment is a valid configuration
 //! <service> parked list [--json]     events that could not be handled
 //! <service> parked redrive ID...     apply them again (after fixing the cause)
 //! <service> parked redrive --all
@@ -64,6 +65,7 @@ pub async fn main<S: ServiceMain>() -> ExitCode {
         [] | ["serve"] => serve::<S>().await,
         ["env"] => print_env::<S>(false),
         ["env", "--json"] => print_env::<S>(true),
+        ["env", "--check"] => check_env::<S>(),
         ["parked", "list"] => list_parked::<S>(false).await,
         ["parked", "list", "--json"] => list_parked::<S>(true).await,
         ["parked", "redrive", "--all"] => redrive::<S>(None).await,
@@ -103,6 +105,14 @@ fn print_env<S: ServiceMain>(json: bool) -> anyhow::Result<()> {
             (false, None) => println!("{:<36} optional", variable.name),
         }
     }
+    Ok(())
+}
+
+/// Loads the configuration from this environment, as serving would, and says whether
+/// it is complete (the deployment manifests are checked with it).
+fn check_env<S: ServiceMain>() -> anyhow::Result<()> {
+    S::from_env(&Env::process())?;
+    println!("{}: the configuration is complete", S::NAME);
     Ok(())
 }
 
