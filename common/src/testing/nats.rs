@@ -23,7 +23,7 @@ enum Server {
         child: Option<Child>,
     },
     #[cfg(feature = "testcontainers")]
-    Container(super::containers::Nats),
+    Container(Box<super::containers::Nats>),
 }
 
 impl TestNats {
@@ -40,7 +40,9 @@ impl TestNats {
                 }
             }
             #[cfg(feature = "testcontainers")]
-            Infrastructure::Containers => Server::Container(super::containers::Nats::start().await),
+            Infrastructure::Containers => {
+                Server::Container(Box::new(super::containers::Nats::start().await))
+            }
         };
         let mut nats = Self {
             url: String::new(),
