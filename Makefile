@@ -10,7 +10,7 @@ SQLX_CLI_VERSION := 0.9.0
 
 VENV := .stack/venv
 
-.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests clean-test-databases
+.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests bench chaos clean-test-databases
 
 ## up: the whole system on http://localhost:8080 (installs what is missing)
 up:
@@ -53,6 +53,14 @@ sqlx-prepare:
 # PostgreSQL is stopped afterwards unless it was running before.
 unit-and-integration:
 	$(STACK) with-postgres bash -c '$(STACK) clean-test-databases && cargo nextest run --workspace --locked --profile ci'
+
+## bench: every measurement of docs/benchmarks.md, from one run (scripts/bench.sh)
+bench:
+	scripts/bench.sh
+
+## chaos: journeys for a few minutes under faults, then the invariant checker
+chaos:
+	scripts/chaos.sh
 
 ## stack-tests: the tests that need the whole stack running (scripts/stack-test.sh)
 stack-tests:

@@ -17,6 +17,8 @@ export NATS_PORT=14222 NATS_HTTP_PORT=18222 INGRESS_PORT=18080
 export SERVICE_PORT_BASE=13000 STANDIN_PORT=13111
 export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-20}"
 export SHUTDOWN_GRACE_SECONDS=10
+# For the chaos run: interrupted charges reconciled soon, Stripe hangs bounded.
+export CHARGE_RECONCILE_AFTER_SECONDS=5 STRIPE_TIMEOUT_SECONDS=5
 export STACK_URL="http://localhost:$INGRESS_PORT"
 
 log() { printf '\033[1m[stack-test]\033[0m %s\n' "$*" >&2; }
@@ -33,3 +35,7 @@ log "browser tests (Chromium: $(/usr/bin/chromium --version 2>/dev/null || echo 
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
   BASE_URL="$STACK_URL" npx playwright test
 )
+
+log "short chaos run (make chaos runs the long one)"
+cargo build -p loadgen --locked -q
+target/debug/loadgen chaos --duration "${CHAOS_DURATION:-60s}" --rate "${CHAOS_RATE:-8}"

@@ -11,6 +11,8 @@
 #   scripts/stack.sh status           what is running
 #   scripts/stack.sh start|stop|restart NAME...
 #                                     one part: postgres, nats, nginx or a service
+#   scripts/stack.sh kill NAME...     SIGKILL a service or nats (the chaos runs)
+#   scripts/stack.sh service-env NAME the environment a service is started with
 #   scripts/stack.sh start-postgres   start the PostgreSQL cluster (initialised on first use)
 #   scripts/stack.sh with-postgres CMD...
 #                                     run CMD with the cluster up; stop it afterwards if it
@@ -267,7 +269,7 @@ service_env() {
   # Settings a user may pass to `make up`, handed on unchanged.
   local setting
   for setting in EXPIRATION_WINDOW_SECONDS STRIPE_KEY STRIPE_API_BASE STRIPE_PUBLISHABLE_KEY \
-    SESSION_TTL_SECONDS SHUTDOWN_GRACE_SECONDS; do
+    SESSION_TTL_SECONDS SHUTDOWN_GRACE_SECONDS CHARGE_RECONCILE_AFTER_SECONDS STRIPE_TIMEOUT_SECONDS; do
     [ -n "${!setting:-}" ] && echo "$setting=${!setting}"
   done
   return 0
@@ -463,5 +465,13 @@ case "${1:-}" in
   clean-test-databases) clean_test_databases ;;
   start-nats) start_nats ;;
   nginx-config) nginx_config ;;
+  kill)
+    shift
+    for name in "$@"; do
+      if ours "$name"; then kill -KILL "$(cat "$RUN/$name.pid")"; rm -f "$RUN/$name.pid"; fi
+    done ;;
+  service-env)
+    entry="$(entry_of "${2:-}")" || die "unknown service: ${2:-}"
+    service_env $entry ;;
   *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -148,7 +148,8 @@ impl Order {
     async fn transition(tx: &mut Tx, id: Uuid, status: OrderStatus) -> sqlx::Result<Order> {
         let row = sqlx::query_as!(
             OrderRow,
-            r#"UPDATE orders SET status = $2, version = version + 1 WHERE id = $1
+            r#"UPDATE orders SET status = $2, version = version + 1, updated_at = clock_timestamp()
+               WHERE id = $1
                RETURNING id, user_id, status AS "status: OrderStatus", expires_at, version,
                          ticket_id, ticket_title, ticket_price_cents AS "ticket_price: Price",
                          ticket_version"#,

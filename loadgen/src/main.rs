@@ -1,0 +1,140 @@
+//! `loadgen`: load, measure and break the Ticketing stack (loopback only).
+//!
+//! ```text
+//! loadgen journeys [--rate 50 | --concurrency 32] [--duration 30s] [--count N] [--users 20]
+//! loadgen chaos    [--duration 3m] [--rate 20]     journeys under faults, then the checker
+//! loadgen check                                     the invariant checker alone
+//! loadgen bench    [--out target/bench/results.json]  every measurement of make bench
+//! loadgen report   --results FILE [--markdown docs/benchmarks.md]
+//! ```
+//!
+//! The stack's ports come from the same environment variables as scripts/stack.sh
+//! (INGRESS_PORT, PG_PORT, NATS_PORT, SERVICE_PORT_BASE, STANDIN_PORT).
+
+mod args;
+mod bench;
+mod chaos;
+mod client;
+mod invariants;
+mod journeys;
+mod report;
+mod stack;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::args::Args;
+use crate::stack::Stack;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    let stack = Stack::from_env()?;
+    match args.command.as_str() {
+        "journeys" => {
+            let rate: f64 = args.get("rate", 0.0)?;
+            let config = journeys::Config {
+                base: args.text("base", &stack.ingress()),
+                rate: (rate > 0.0).then_some(rate),
+                concurrency: args.get("concurrency", 32)?,
+                duration: args.duration("duration", Duration::from_secs(30))?,
+                count: args.get("count", 0_u64).map(|c| (c > 0).then_some(c))?,
+                users: args.get("users", 20)?,
+                only: None,
+            };
+            journeys::run(config).await?.print();
+            Ok(ExitCode::SUCCESS)
+        }
+        "chaos" => {
+            let duration = args.duration("duration", Duration::from_secs(180))?;
+            let outcome = chaos::run(&stack, duration, args.get("rate", 20.0)?).await?;
+            outcome.journeys.print();
+            let findings = &outcome.findings;
+            println!(
+                "\nchaos summary: {} journeys ({} failed during faults), {} faults injected, {} events handled, {} tickets, {} orders, {} charges, {} violations",
+                outcome.journeys.journeys_ok()
+                    + outcome
+                        .journeys
+                        .journeys
+                        .values()
+                        .map(|o| o.failed)
+                        .sum::<u64>(),
+                outcome
+                    .journeys
+                    .journeys
+                    .values()
+                    .map(|o| o.failed)
+                    .sum::<u64>(),
+                outcome.faults.len(),
+                findings.events_handled,
+                findings.tickets,
+                findings.orders,
+                findings.charges,
+                findings.violations.len(),
+            );
+            for violation in &findings.violations {
+                println!("  VIOLATION: {violation}");
+            }
+            let ok = findings.violations.is_empty() && outcome.journeys.journeys_ok() > 0;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        "check" => {
+            invariants::quiesce(&stack, Duration::from_secs(120)).await?;
+            let findings = invariants::check(&stack).await?;
+            println!(
+                "{} tickets, {} orders, {} charges, {} events handled, {} violations",
+                findings.tickets,
+                findings.orders,
+                findings.charges,
+                findings.events_handled,
+                findings.violations.len()
+            );
+            for violation in &findings.violations {
+                println!("  VIOLATION: {violation}");
+            }
+            Ok(if findings.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        "bench" => {
+            let out = args.text("out", "target/bench/results.json");
+            let results = bench::run(&stack).await?;
+            if let Some(parent) = std::path::Path::new(&out).parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+            println!("results written to {out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        "report" => {
+            let results =
+                std::fs::read_to_string(args.text("results", "target/bench/results.json"))?;
+            let results: bench::Results = serde_json::from_str(&results)?;
+            let markdown = args.text("markdown", "docs/benchmarks.md");
+            report::write(&results, std::path::Path::new(&markdown))?;
+            println!("report written to {markdown}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprintln!("unknown command {other:?}; see the documentation of loadgen/src/main.rs");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `docs/benchmarks.md` from one bench run: the tables between its `generated` markers
+//! and the chart `docs/benchmarks.svg`; the rest of the file (the profiling notes) is
+//! left as written.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::bench::{Results, Throughput};
+
+/// A measured rate against its ceiling, with the target share.
+struct Ratio<'a> {
+    subject: &'a Throughput,
+    ceiling: &'a Throughput,
+    target: Option<f64>,
+}
+
+impl Ratio<'_> {
+    fn share(&self) -> f64 {
+        self.subject.per_second / self.ceiling.per_second.max(1e-9)
+    }
+
+    fn verdict(&self) -> &'static str {
+        match self.target {
+            Some(target) if self.share() >= target => "met",
+            Some(_) => "missed",
+            None => "",
+        }
+    }
+}
+
+fn find<'a>(list: &'a [Throughput], name: &str) -> anyhow::Result<&'a Throughput> {
+    list.iter()
+        .find(|t| t.name == name)
+        .with_context(|| format!("no result for {name}"))
+}
+
+fn ratios(results: &Results) -> anyhow::Result<Vec<Ratio<'_>>> {
+    let ceiling = |name| find(&results.ceilings, name);
+    let ours = |name| find(&results.http, name);
+    Ok(vec![
+        Ratio {
+            subject: ours("GET /healthz")?,
+            ceiling: ceiling("hello")?,
+            target: Some(0.85),
+        },
+        Ratio {
+            subject: ours("GET /api/users/currentuser")?,
+            ceiling: ceiling("hello")?,
+            target: Some(0.75),
+        },
+        Ratio {
+            subject: ours("GET /api/tickets/{id}")?,
+            ceiling: ceiling("pgbench select by id")?,
+            target: Some(0.50),
+        },
+        Ratio {
+            subject: ours("GET /api/tickets?limit=20")?,
+            ceiling: ceiling("pgbench list page")?,
+            target: None,
+        },
+        Ratio {
+            subject: ours("POST /api/tickets")?,
+            ceiling: ceiling("pgbench insert")?,
+            target: Some(0.50),
+        },
+        Ratio {
+            subject: ours("POST /api/orders")?,
+            ceiling: ceiling("pgbench insert")?,
+            target: None,
+        },
+    ])
+}
+
+fn tables(results: &Results) -> anyhow::Result<String> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Measured {} on {} (release builds, default settings, the local stack of `make bench`).\n",
+        results.date, results.machine
+    )?;
+    writeln!(
+        out,
+        "![Our throughput as a share of its ceiling](benchmarks.svg)\n"
+    )?;
+    writeln!(out, "### Ceilings\n")?;
+    writeln!(
+        out,
+        "| ceiling | per second | p50 ms | runs |\n|---|---:|---:|---|"
+    )?;
+    for c in &results.ceilings {
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {} |",
+            c.name,
+            c.per_second,
+            c.p50_ms,
+            runs(c)
+        )?;
+    }
+    writeln!(
+        out,
+        "\nHTTP rates: wrk -t2 -c64 -d5s (-c16 for inserts), median of three alternating runs; pgbench -M prepared, same clients, latency is its average.\n"
+    )?;
+    writeln!(out, "### Ours, against the ceilings\n")?;
+    writeln!(
+        out,
+        "| endpoint | req/s | p50 ms | p99 ms | ceiling | share | target | |\n|---|---:|---:|---:|---|---:|---:|---|"
+    )?;
+    for ratio in ratios(results)? {
+        let s = ratio.subject;
+        writeln!(
+            out,
+            "| `{}` | {:.0} | {:.2} | {:.2} | {} | {:.0} % | {} | {} |",
+            s.name,
+            s.per_second,
+            s.p50_ms,
+            s.p99_ms,
+            ratio.ceiling.name,
+            ratio.share() * 100.0,
+            ratio
+                .target
+                .map(|t| format!("≥ {:.0} %", t * 100.0))
+                .unwrap_or_default(),
+            ratio.verdict()
+        )?;
+    }
+    let j = &results.journeys;
+    writeln!(
+        out,
+        "| full purchase journeys (sign-in pool, sell, order, pay, see it complete; 32 at a time, through the ingress) | {:.1} | {:.1} | {:.1} | | | | |",
+        j.per_second, j.p50_ms, j.p99_ms
+    )?;
+    writeln!(
+        out,
+        "\n`POST /api/orders`: 1,000 orders of distinct tickets, 64 at a time.\n"
+    )?;
+
+    writeln!(
+        out,
+        "### Event propagation\n\n`ticket.created` committed in tickets → the row in the orders replica (database timestamps, one clock).\n"
+    )?;
+    writeln!(
+        out,
+        "| load | events | p50 ms | p99 ms | max ms | target |\n|---|---:|---:|---:|---:|---|"
+    )?;
+    for (p, target) in results
+        .propagation
+        .iter()
+        .zip(["p50 < 5, p99 < 25", "p99 < 100"])
+    {
+        let met = if p.name.starts_with("200") {
+            p.p50_ms < 5.0 && p.p99_ms < 25.0
+        } else {
+            p.p99_ms < 100.0
+        };
+        writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {target}: {} |",
+            p.name,
+            p.count,
+            p.p50_ms,
+            p.p99_ms,
+            p.max_ms,
+            if met { "met" } else { "missed" }
+        )?;
+    }
+    let l = &results.lateness;
+    writeln!(
+        out,
+        "\n### Expiration lateness\n\n{} (`expiresAt` within {:.0} ms of each other): `expiresAt` → order `cancelled` in the orders database.\n",
+        l.name, l.spread_ms
+    )?;
+    writeln!(
+        out,
+        "| orders | p50 ms | p99 ms | max ms | target |\n|---:|---:|---:|---:|---|"
+    )?;
+    writeln!(
+        out,
+        "| {} | {:.0} | {:.0} | {:.0} | p99 < 500: {} |",
+        l.count,
+        l.p50_ms,
+        l.p99_ms,
+        l.max_ms,
+        if l.p99_ms < 500.0 { "met" } else { "missed" }
+    )?;
+
+    writeln!(
+        out,
+        "\n### Memory and start-up\n\nResident memory (RSS) of each service: idle after start, the peak during the run (`VmHWM`), and 15 s after the last burst.\n"
+    )?;
+    writeln!(
+        out,
+        "| service | idle MB | peak MB | after the burst MB | start-up to /readyz ms | idle < 20 MB |\n|---|---:|---:|---:|---:|---|"
+    )?;
+    for m in &results.memory {
+        #[allow(clippy::cast_precision_loss)]
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            m.service,
+            mb(m.idle_kb),
+            mb(m.peak_kb),
+            mb(m.after_burst_kb),
+            results
+                .startup_ms
+                .get(&m.service)
+                .copied()
+                .unwrap_or_default(),
+            if mb(m.idle_kb) < 20.0 {
+                "met"
+            } else {
+                "missed"
+            }
+        )?;
+    }
+    Ok(out)
+}
+
+fn runs(t: &Throughput) -> String {
+    t.runs
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A horizontal bar per endpoint: its share of the ceiling, with the target marked.
+fn chart(results: &Results) -> anyhow::Result<String> {
+    let ratios = ratios(results)?;
+    let (left, width, row) = (250.0, 420.0, 34.0);
+    #[allow(clippy::cast_precision_loss)]
+    let height = 60.0 + row * ratios.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
+         <text x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Throughput as a share of its ceiling (same run)</text>\n",
+        w = left + width + 90.0
+    );
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let x = left + width * tick;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x}\" y1=\"36\" x2=\"{x}\" y2=\"{}\" stroke=\"#d0d7de\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#656d76\">{:.0}%</text>",
+            height - 18.0,
+            height - 4.0,
+            tick * 100.0
+        );
+    }
+    for (index, ratio) in ratios.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let y = 42.0 + row * index as f64;
+        let share = ratio.share().min(1.2);
+        let colour = match ratio.verdict() {
+            "met" => "#1a7f37",
+            "missed" => "#cf222e",
+            _ => "#0969da",
+        };
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{y}\" width=\"{}\" height=\"20\" fill=\"{colour}\"/>\n<text x=\"{}\" y=\"{}\">{:.0}%</text>\n",
+            left - 8.0,
+            y + 15.0,
+            xml(&ratio.subject.name),
+            width * share,
+            left + width * share + 6.0,
+            y + 15.0,
+            ratio.share() * 100.0
+        );
+        if let Some(target) = ratio.target {
+            let x = left + width * target;
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#1f2328\" stroke-width=\"2\" stroke-dasharray=\"3,2\"/>",
+                y - 3.0,
+                y + 23.0
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    Ok(svg)
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Fills the generated part of `markdown` (between `<!-- generated: results -->` and
+/// `<!-- end generated -->`) and writes the chart beside it.
+pub fn write(results: &Results, markdown: &Path) -> anyhow::Result<()> {
+    let start = "<!-- generated: results -->\n";
+    let end = "<!-- end generated -->";
+    let document = std::fs::read_to_string(markdown)
+        .unwrap_or_else(|_| format!("# Benchmarks\n\n{start}{end}\n"));
+    let from = document.find(start).context("no generated marker")? + start.len();
+    let to = from + document[from..].find(end).context("no end marker")?;
+    let filled = format!(
+        "{}{}{}",
+        &document[..from],
+        tables(results)?,
+        &document[to..]
+    );
+    std::fs::write(markdown, filled)?;
+    std::fs::write(markdown.with_extension("svg"), chart(results)?)?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The local stack under load: where its parts listen (the same settings as
+//! `scripts/stack.sh`, from the environment) and how to start and stop them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone)]
+pub struct Stack {
+    root: PathBuf,
+    pub pg_port: u16,
+    pub nats_port: u16,
+    pub ingress_port: u16,
+    pub service_port_base: u16,
+    pub standin_port: u16,
+}
+
+/// The services with their port offsets (as scripts/stack.sh assigns them).
+pub const SERVICES: [(&str, u16); 6] = [
+    ("auth", 1),
+    ("tickets", 2),
+    ("orders", 3),
+    ("payments", 4),
+    ("expiration", 5),
+    ("client", 6),
+];
+
+/// The services that keep a database, and those on the bus.
+pub const DATABASES: [&str; 5] = ["auth", "tickets", "orders", "payments", "expiration"];
+pub const ON_THE_BUS: [&str; 4] = ["tickets", "orders", "payments", "expiration"];
+
+fn port(name: &str, default: u16) -> anyhow::Result<u16> {
+    std::env::var(name)
+        .ok()
+        .map(|p| p.parse().with_context(|| format!("{name}={p}")))
+        .transpose()
+        .map(|p| p.unwrap_or(default))
+}
+
+impl Stack {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("the workspace root")?
+            .to_path_buf();
+        Ok(Self {
+            root,
+            pg_port: port("PG_PORT", 55432)?,
+            nats_port: port("NATS_PORT", 4222)?,
+            ingress_port: port("INGRESS_PORT", 8080)?,
+            service_port_base: port("SERVICE_PORT_BASE", 3000)?,
+            standin_port: port("STANDIN_PORT", 12111)?,
+        })
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    pub fn ingress(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ingress_port)
+    }
+
+    pub fn service(&self, name: &str) -> anyhow::Result<String> {
+        let (_, offset) = SERVICES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .with_context(|| format!("no service {name}"))?;
+        Ok(format!(
+            "http://127.0.0.1:{}",
+            self.service_port_base + offset
+        ))
+    }
+
+    pub fn database(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.pg_port)
+    }
+
+    pub fn nats(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats_port)
+    }
+
+    pub fn standin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.standin_port)
+    }
+
+    /// `scripts/stack.sh ARGS...`.
+    pub fn script(&self, args: &[&str]) -> anyhow::Result<()> {
+        let status = Command::new(self.root.join("scripts/stack.sh"))
+            .args(args)
+            .status()
+            .context("running scripts/stack.sh")?;
+        if !status.success() {
+            bail!("scripts/stack.sh {} failed", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// The environment `scripts/stack.sh` starts a service with.
+    pub fn service_env(&self, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let output = Command::new(self.root.join("scripts/stack.sh"))
+            .args(["service-env", name])
+            .output()?;
+        if !output.status.success() {
+            bail!("no environment for {name}");
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    }
+
+    /// The resident memory of a running part, in kB (`VmRSS` or `VmHWM`).
+    pub fn memory_kb(&self, name: &str, field: &str) -> anyhow::Result<u64> {
+        let stack_dir =
+            std::env::var("STACK_DIR").map_or_else(|_| self.root.join(".stack"), PathBuf::from);
+        let pid = std::fs::read_to_string(stack_dir.join("run").join(format!("{name}.pid")))
+            .with_context(|| format!("{name} is not running"))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .with_context(|| format!("no {field} for {name}"))
+    }
+}
