@@ -9,9 +9,8 @@ use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
@@ -41,13 +40,12 @@ pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
         .route("/metrics", get(|| async { telemetry::render_metrics() }))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            time_limit,
-        ))
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(telemetry::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            telemetry::observe,
+        ))
 }
 
 async fn healthz(State(health): State<Health>) -> Response {
@@ -76,19 +74,6 @@ async fn readyz(State(pool): State<Option<PgPool>>) -> Response {
             "not ready: the database does not answer",
         )
             .into_response()
-    }
-}
-
-/// Abandons a request that runs longer than `limit`: its future is dropped (an open
-/// transaction rolls back and its connection goes back to the pool) and the client
-/// gets 503.
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(limit_ms = limit.as_millis(), "request timed out");
-            Error::Unavailable("The request took too long; please try again".into()).into_response()
-        }
     }
 }
 
