@@ -247,7 +247,7 @@ impl HttpConfig {
 ///
 /// HTTP handlers and background work (event handlers, the outbox relay, timers) draw
 /// from two separate pools, so that a burst of events can never leave a request
-/// waiting for a connection. `LISTEN` connections are made outside both.
+/// waiting for a connection.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL` (required).

@@ -1,17 +1,116 @@
-//! The service's database: its two connection pools, migrations, and notifications.
+//! The service's database: its two connection pools, migrations, and transactions
+//! that wake background work when they commit.
 
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Notify, futures::Notified};
 
 use crate::config::DatabaseConfig;
 
-/// A transaction on a pooled connection: what event handlers and the outbox work in.
-pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+/// A transaction on a pooled connection: what handlers, event handlers and the outbox
+/// work in. It dereferences to the connection (`&mut **tx` runs a query in it) and, once
+/// it commits, raises the [`Signal`]s its work asked for.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    wake: Vec<&'static Signal>,
+}
+
+impl Tx {
+    pub async fn begin(pool: &PgPool) -> sqlx::Result<Self> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            wake: Vec::new(),
+        })
+    }
+
+    /// Raises `signal` if, and once, this transaction commits.
+    pub fn wake_on_commit(&mut self, signal: &'static Signal) {
+        if !self.wake.iter().any(|s| std::ptr::eq(*s, signal)) {
+            self.wake.push(signal);
+        }
+    }
+
+    /// Commits, then raises the signals.
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await?;
+        for signal in self.wake {
+            signal.raise();
+        }
+        Ok(())
+    }
+
+    /// Rolls back (as dropping it does, without waiting) and raises nothing.
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Wakes a background loop of this process (the outbox relay, the expiration
+/// scheduler, the refund reconciler) when a transaction with work for it commits.
+///
+/// It replaces `LISTEN`/`NOTIFY`, which PostgreSQL serialises: a transaction that
+/// notifies holds one cluster-wide lock from before its commit record until after it
+/// is flushed, so every writing request waited for the previous one's disk flush, one
+/// at a time (docs/benchmarks.md). The loop a commit must wake always runs in the
+/// process that commits (a service appends to its own outbox, schedules its own
+/// timers), and any replica's loop can do the work, so an in-process wake-up is
+/// enough; each loop still polls slowly in case a row comes from elsewhere (an
+/// operator's `parked redrive`).
+pub struct Signal(Notify);
+
+impl Signal {
+    pub const fn new() -> Self {
+        Self(Notify::const_new())
+    }
+
+    fn raise(&self) {
+        self.0.notify_waiters();
+    }
+
+    /// Starts listening. Call it before reading the state a raise announces: a commit in
+    /// between still ends the [`Listening::wait`] that follows.
+    pub fn listen(&self) -> Listening<'_> {
+        let mut notified = Box::pin(self.0.notified());
+        notified.as_mut().enable();
+        Listening(notified)
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A [`Signal`] being listened to.
+pub struct Listening<'a>(Pin<Box<Notified<'a>>>);
+
+impl Listening<'_> {
+    /// Returns when the signal is raised or after `timeout`, whichever comes first.
+    pub async fn wait(self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.0).await;
+    }
+}
 
 /// The connection pools of a service (see [`DatabaseConfig`]): one for HTTP requests,
 /// one for background work, so that neither can starve the other.
@@ -85,67 +184,4 @@ pub async fn migrate_bus(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("running event-bus migrations")
-}
-
-/// Wakes a background loop when a transaction that issued `NOTIFY <channel>` commits.
-///
-/// It listens on a connection of its own (never one of the pools': that connection
-/// would be held for good). The connection is made lazily and remade after it drops;
-/// while it is down, waits simply last their full timeout, so callers keep working by
-/// polling.
-pub struct Notifications {
-    options: PgConnectOptions,
-    channel: &'static str,
-    listener: Option<PgListener>,
-}
-
-impl Notifications {
-    /// Listens on a new connection to `pool`'s database (not one of its connections).
-    pub fn new(pool: &PgPool, channel: &'static str) -> Self {
-        Self {
-            options: (*pool.connect_options()).clone(),
-            channel,
-            listener: None,
-        }
-    }
-
-    /// Makes sure we are listening; call before reading the state a notification
-    /// announces, so that a commit in between still wakes the next [`Self::wait`].
-    pub async fn listen(&mut self) {
-        if self.listener.is_some() {
-            return;
-        }
-        let connected = async {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_lazy_with(self.options.clone());
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(self.channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match connected.await {
-            Ok(listener) => self.listener = Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, channel = self.channel, "cannot LISTEN; polling instead");
-            }
-        }
-    }
-
-    /// Returns at the next notification or after `timeout`, whichever comes first.
-    pub async fn wait(&mut self, timeout: Duration) {
-        let Some(listener) = self.listener.as_mut() else {
-            tokio::time::sleep(timeout).await;
-            return;
-        };
-        match tokio::time::timeout(timeout, listener.recv()).await {
-            Ok(Ok(_)) | Err(_) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, channel = self.channel, "lost the LISTEN connection; polling until it is back");
-                self.listener = None;
-            }
-        }
-    }
 }

@@ -4,6 +4,7 @@
 //! the test listener writes to, and a private nats-server it can stop and restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
@@ -59,7 +60,13 @@ impl Bench {
     }
 
     fn start_relay(&self) {
-        let relay = Relay::new(self.pool.clone(), self.connection.jetstream.clone());
+        self.run_relay(Relay::new(
+            self.pool.clone(),
+            self.connection.jetstream.clone(),
+        ));
+    }
+
+    fn run_relay(&self, relay: Relay) {
         self.workers
             .supervise("relay", self.stop.clone(), move |stop| {
                 relay.clone().run(stop, Duration::from_secs(5))
@@ -78,7 +85,7 @@ impl Bench {
     /// Commits one `expiration.complete` event per id, each in its own transaction.
     async fn commit_events(&self, ids: &[Uuid]) {
         for &order_id in ids {
-            let mut tx = self.pool.begin().await.unwrap();
+            let mut tx = Tx::begin(&self.pool).await.unwrap();
             append(&mut tx, &ExpirationComplete { order_id })
                 .await
                 .unwrap();
@@ -177,7 +184,7 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_published() {
     bench.start_relay();
 
     let (dropped, kept) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut tx = bench.pool.begin().await.unwrap();
+    let mut tx = Tx::begin(&bench.pool).await.unwrap();
     append(&mut tx, &ExpirationComplete { order_id: dropped })
         .await
         .unwrap();
@@ -196,6 +203,37 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_published() {
     assert_eq!(bench.stream_messages().await, 1);
 }
 
+/// The relay polls once an hour here, so only the commits' own wake-ups can get the
+/// events out in time: eight writers commit 200 events while the relay is busy
+/// publishing the previous ones (the window where a wake-up could be lost).
+#[tokio::test]
+async fn every_commit_wakes_the_relay_even_while_it_is_publishing() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.run_relay(
+        Relay::new(bench.pool.clone(), bench.connection.jetstream.clone())
+            .poll_every(Duration::from_secs(3600)),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // the relay's first look is over
+
+    let committed = ids(200);
+    let writers = committed
+        .chunks(25)
+        .map(|chunk| bench.commit_events(chunk))
+        .collect::<Vec<_>>();
+    futures::future::join_all(writers).await;
+
+    let mut published = HashSet::new();
+    while published.len() < committed.len() {
+        let event = probe
+            .next::<ExpirationComplete>(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("only {} of 200 events were published", published.len()));
+        published.insert(event.event.order_id);
+    }
+    assert_eq!(published, committed.into_iter().collect());
+}
+
 #[tokio::test]
 async fn the_relay_publishes_in_commit_order_with_the_event_id_as_message_id() {
     let bench = Bench::start().await;
@@ -205,7 +243,7 @@ async fn the_relay_publishes_in_commit_order_with_the_event_id_as_message_id() {
     bench.commit_events(&order).await;
 
     let mut seen = Vec::new();
-    let mut message_ids = std::collections::HashSet::new();
+    let mut message_ids = HashSet::new();
     while seen.len() < order.len() {
         let observed = probe
             .next::<ExpirationComplete>(WAIT)

@@ -5,7 +5,7 @@
 //! tickets inserted it (`tickets.created_at`) with the moment orders stored it
 //! (`tickets.replicated_at` in the orders database). Both timestamps come from the
 //! same PostgreSQL server clock, so no clock skew enters the figures. The delay covers
-//! the whole path: commit, outbox relay woken by NOTIFY, JetStream publish with fsync,
+//! the whole path: commit, outbox relay woken by the commit, JetStream publish with fsync,
 //! pull consumer delivery and the replica's transaction.
 //!
 //! As a baseline, measured in the same run on the same NATS server: the bare JetStream

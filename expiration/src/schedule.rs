@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::db::Tx;
+use common::db::{Signal, Tx};
 use common::events::{ExpirationComplete, append};
 use common::time::Timestamp;
 use sqlx::PgPool;
@@ -10,6 +10,10 @@ use uuid::Uuid;
 
 /// Entries fired per transaction.
 pub const BATCH: usize = 200;
+
+/// Raised when a transaction that scheduled entries commits: the scheduler may have to
+/// wake sooner than it planned.
+pub static SCHEDULED: Signal = Signal::new();
 
 /// Schedules an order's expiry; a second copy of the same order changes nothing.
 pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Result<()> {
@@ -19,8 +23,9 @@ pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Re
         expires_at,
     )
     .execute(&mut **tx)
-    .await
-    .map(drop)
+    .await?;
+    tx.wake_on_commit(&SCHEDULED);
+    Ok(())
 }
 
 /// An entry that came due and fired.
@@ -34,7 +39,7 @@ struct Fired {
 /// marks them fired and appends `expiration.complete` for each, all in one
 /// transaction. Returns how many fired.
 pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
+    let mut tx = Tx::begin(pool).await?;
     let fired = sqlx::query_as!(
         Fired,
         r#"WITH due AS (

@@ -2,21 +2,19 @@
 
 use std::time::Duration;
 
-use common::db::Notifications;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::{self, BATCH};
+use crate::schedule::{self, BATCH, SCHEDULED};
 
-/// The longest sleep: a safety net should a notification be missed.
+/// The longest sleep: a safety net for entries this process was not told of.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// Fires due entries, then sleeps until the next one is due or a new entry arrives,
 /// until `stop` is cancelled.
 pub async fn run(pool: PgPool, stop: CancellationToken) {
-    let mut notifications = Notifications::new(&pool, "schedules");
     while !stop.is_cancelled() {
-        notifications.listen().await;
+        let scheduled = SCHEDULED.listen();
         let sleep = match schedule::fire_due(&pool).await {
             Ok(fired) if fired == BATCH => continue,
             Ok(_) => match schedule::next_due_in(&pool).await {
@@ -38,7 +36,7 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
         };
         tokio::select! {
             () = stop.cancelled() => {}
-            () = notifications.wait(sleep) => {}
+            () = scheduled.wait(sleep) => {}
         }
     }
 }

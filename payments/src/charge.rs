@@ -1,10 +1,13 @@
 //! Charges: every attempt to pay for an order, and its queries.
 
-use common::db::Tx;
+use common::db::{Signal, Tx};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::replica::OrderReplica;
+
+/// Raised when a transaction that made a refund due commits: wakes the reconciler.
+pub static REFUND_DUE: Signal = Signal::new();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -163,7 +166,7 @@ impl Charge {
         .execute(&mut **tx)
         .await?;
         if refund_due {
-            wake_the_reconciler(tx).await?;
+            tx.wake_on_commit(&REFUND_DUE);
         }
         Ok(())
     }
@@ -181,7 +184,7 @@ impl Charge {
         .rows_affected()
             > 0;
         if due {
-            wake_the_reconciler(tx).await?;
+            tx.wake_on_commit(&REFUND_DUE);
         }
         Ok(due)
     }
@@ -202,12 +205,4 @@ impl Charge {
         .await
         .map(drop)
     }
-}
-
-/// Tells the reconciler (on commit) that a refund is due.
-async fn wake_the_reconciler(tx: &mut Tx) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_notify('refunds', '')")
-        .execute(&mut **tx)
-        .await
-        .map(drop)
 }

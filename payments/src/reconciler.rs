@@ -2,7 +2,7 @@
 //!
 //! - refunds that are due (an order cancelled after it was paid, a charge that came
 //!   back for an order that could not take it): made as soon as they are due, woken
-//!   by `NOTIFY refunds`, and retried while Stripe is unreachable;
+//!   by the commit that makes them due, and retried while Stripe is unreachable;
 //! - attempts interrupted between the Stripe call and the database (a crash, a lost
 //!   connection), older than `CHARGE_RECONCILE_AFTER_SECONDS`: Stripe's idempotency
 //!   returns what the interrupted call did, and it is settled now.
@@ -12,20 +12,18 @@
 
 use std::time::{Duration, Instant};
 
-use common::db::Notifications;
 use tokio_util::sync::CancellationToken;
 
-use crate::charge::Charge;
+use crate::charge::{Charge, REFUND_DUE};
 use crate::settle::{Payments, SettleError};
 
 /// Runs until `stop`: refunds as soon as they are due, and every `after / 2` (at least
 /// a second) settles attempts unsettled for longer than `after` and retries refunds.
 pub async fn run(payments: Payments, after: Duration, stop: CancellationToken) {
     let period = (after / 2).max(Duration::from_secs(1));
-    let mut notifications = Notifications::new(payments.pool(), "refunds");
     let mut last_sweep: Option<Instant> = None;
     while !stop.is_cancelled() {
-        notifications.listen().await;
+        let refund_due = REFUND_DUE.listen();
         make_due_refunds(&payments).await;
         if last_sweep.is_none_or(|at| at.elapsed() >= period) {
             settle_interrupted(&payments, after).await;
@@ -33,7 +31,7 @@ pub async fn run(payments: Payments, after: Duration, stop: CancellationToken) {
         }
         tokio::select! {
             () = stop.cancelled() => {}
-            () = notifications.wait(period) => {}
+            () = refund_due.wait(period) => {}
         }
     }
 }

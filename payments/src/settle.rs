@@ -20,6 +20,7 @@
 //! the reconciler after a crash) never charges or refunds twice.
 
 use anyhow::Context;
+use common::db::Tx;
 use common::events::{OrderStatus, PaymentCreated, append};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -130,7 +131,7 @@ impl Payments {
         order_id: Uuid,
         source: &str,
     ) -> Result<Charge, PaymentError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let order = OrderReplica::lock(&mut tx, order_id)
             .await?
             .ok_or(PaymentError::NoSuchOrder)?;
@@ -160,7 +161,7 @@ impl Payments {
             .charge(charge.amount_cents, &charge.source, &charge.charge_key())
             .await?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let order = OrderReplica::lock(&mut tx, charge.order_id)
             .await?
             .context("the charged order is gone")?;

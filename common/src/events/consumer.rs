@@ -386,7 +386,7 @@ pub(crate) async fn apply<L: Listener>(
     event: L::Event,
     may_have_failed: bool,
 ) -> anyhow::Result<Outcome> {
-    let mut tx = pool.begin().await.context("starting a transaction")?;
+    let mut tx = Tx::begin(pool).await.context("starting a transaction")?;
     let outcome = apply_in(&mut tx, listener, event_id, event).await?;
     if outcome == Outcome::Done {
         if may_have_failed {
@@ -487,7 +487,7 @@ async fn park(
     let subject = message.subject.as_str();
     let payload = String::from_utf8_lossy(&message.payload);
     let stored = async {
-        let mut tx = context.pool.begin().await?;
+        let mut tx = Tx::begin(&context.pool).await?;
         sqlx::query!(
             "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",

@@ -5,8 +5,8 @@
 //! table in the same transaction as the state change, so both commit or neither
 //! does. The [`Relay`] then publishes committed rows to JetStream in order, each with
 //! its event id as `Nats-Msg-Id`, and deletes them once JetStream has acknowledged
-//! them. It is woken by `LISTEN outbox` as soon as such a transaction commits, polls
-//! as a fallback, and retries with backoff while NATS is unreachable. A row that was
+//! them. It is woken as soon as such a transaction commits (a [`Signal`] raised by the
+//! commit), polls as a fallback, and retries with backoff while NATS is unreachable. A row that was
 //! published but whose deletion was lost is published again; JetStream's duplicate
 //! window and the consumers' processed-event ids make that harmless.
 
@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Event;
-use crate::db::{Notifications, Tx};
+use crate::db::{Signal, Tx};
 
-const CHANNEL: &str = "outbox";
+/// Raised when a transaction that appended events commits.
+static APPENDED: Signal = Signal::new();
 /// Key of the advisory lock that lets only one relay of a service publish at a time,
 /// so that replicas never reorder each other's batches.
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78; // "outbox"
@@ -42,6 +43,7 @@ pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
     .execute(&mut **tx)
     .await
     .with_context(|| format!("appending {} to the outbox", E::SUBJECT))?;
+    tx.wake_on_commit(&APPENDED);
     Ok(id)
 }
 
@@ -69,13 +71,20 @@ impl Relay {
         }
     }
 
+    /// How often the relay looks at the outbox when no commit woke it (default 1 s):
+    /// only rows committed by another process wait that long.
+    #[must_use]
+    pub fn poll_every(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
     /// Publishes until `stop` is cancelled, then flushes what is left (for up to
     /// `flush_timeout`) before returning.
     pub async fn run(self, stop: CancellationToken, flush_timeout: Duration) {
-        let mut notifications = Notifications::new(&self.pool, CHANNEL);
         let mut failures: u32 = 0;
         while !stop.is_cancelled() {
-            notifications.listen().await;
+            let appended = APPENDED.listen();
             match self.publish_pending().await {
                 Ok(count) => {
                     failures = 0;
@@ -84,7 +93,7 @@ impl Relay {
                     }
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = notifications.wait(self.poll_interval) => {}
+                        () = appended.wait(self.poll_interval) => {}
                     }
                 }
                 Err(error) => {
@@ -132,9 +141,7 @@ impl Relay {
     /// Publishes one batch of committed events in order and deletes those JetStream
     /// acknowledged. Returns how many were published.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
-        let mut tx = self
-            .pool
-            .begin()
+        let mut tx = Tx::begin(&self.pool)
             .await
             .context("outbox: starting a transaction")?;
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", RELAY_LOCK)

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::consumer::{Consumers, Outcome};
+use crate::db::Tx;
 
 /// One parked event.
 #[derive(Debug, Clone, Serialize)]
@@ -78,7 +79,7 @@ impl Consumers {
     /// Applies parked event `id` through this service's listener for its subject.
     pub async fn redrive(&self, id: i64) -> anyhow::Result<Redriven> {
         let pool = &self.context().pool;
-        let mut tx = pool.begin().await?;
+        let mut tx = Tx::begin(pool).await?;
         let parked = sqlx::query!(
             "SELECT event_id, subject, payload FROM parked_events WHERE id = $1 FOR UPDATE",
             id

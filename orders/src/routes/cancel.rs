@@ -1,5 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use common::db::Tx;
 use common::events::OrderStatus;
 use common::{AuthUser, Error, Id, Result};
 
@@ -25,7 +26,7 @@ pub async fn cancel(
     AuthUser(user): AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = Tx::begin(&app.pool).await?;
     let order = owned_by(
         Order::lock(&mut tx, id).await?.ok_or(Error::NotFound)?,
         &user,

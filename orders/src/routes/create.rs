@@ -1,5 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use common::db::Tx;
 use common::events::append;
 use common::validate::{self, all, field};
 use common::{AuthUser, Error, Json, Result};
@@ -32,7 +33,7 @@ pub async fn create(
         "TicketId must be provided",
     ),))?;
 
-    let mut tx = app.pool.begin().await?;
+    let mut tx = Tx::begin(&app.pool).await?;
     let ticket = TicketReplica::find(&mut *tx, ticket_id)
         .await?
         .ok_or(Error::NotFound)?;

@@ -1,5 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use common::db::Tx;
 use common::events::append;
 use common::{AuthUser, Json, Result};
 
@@ -24,7 +25,7 @@ pub async fn create(
     Json(input): Json<TicketInput>,
 ) -> Result<(StatusCode, Json<Ticket>)> {
     let (title, price) = input.validate()?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = Tx::begin(&app.pool).await?;
     let ticket = Ticket::create(&mut tx, &title, price, user.id).await?;
     append(&mut tx, &ticket.created_event()).await?;
     tx.commit().await?;

@@ -1,4 +1,5 @@
 use axum::extract::State;
+use common::db::Tx;
 use common::events::append;
 use common::{AuthUser, Error, Json, Result, UncheckedId};
 
@@ -31,7 +32,7 @@ pub async fn update(
     let (title, price) = input.validate()?;
     let id = id.check()?;
 
-    let mut tx = app.pool.begin().await?;
+    let mut tx = Tx::begin(&app.pool).await?;
     let ticket = Ticket::lock(&mut tx, id).await?.ok_or(Error::NotFound)?;
     if ticket.user_id != user.id {
         return Err(Error::NotAuthorized);
