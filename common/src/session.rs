@@ -6,14 +6,20 @@
 //! only auth writes it, with [`SessionKeys::issue`] and [`SessionKeys::cookie`].
 //! A missing, malformed, tampered, wrongly signed or expired session is simply "no
 //! current user".
+//!
+//! Every request of a signed-in user carries the same cookie, so a verified session is
+//! remembered by its exact cookie value (the signature, once checked, cannot change)
+//! and later requests only check its expiry: verifying an HS256 token and parsing its
+//! JSON cost about as much as the rest of a small request (docs/benchmarks.md).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::HeaderValue;
+use axum::http::header::COOKIE;
 use axum::http::request::Parts;
-use axum_extra::extract::CookieJar;
+use axum::http::{HeaderMap, HeaderValue};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -26,6 +32,11 @@ use crate::Error;
 use crate::config::Secret;
 
 pub const COOKIE_NAME: &str = "session";
+
+/// Seconds of clock skew tolerated on `exp`.
+const LEEWAY: u64 = 5;
+/// Verified sessions remembered; the memory is forgotten all at once when full.
+const REMEMBERED: usize = 4096;
 
 /// The `Set-Cookie` value that signs out, exactly as the original sends it.
 pub const CLEAR_COOKIE: &str = "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly";
@@ -56,13 +67,15 @@ struct Keys {
     validation: Validation,
     ttl: Duration,
     secure: bool,
+    /// Claims of sessions already verified, by cookie value.
+    verified: RwLock<HashMap<Box<str>, UserClaims>>,
 }
 
 impl SessionKeys {
     /// `secure` adds the `Secure` attribute to the cookie (off only for plain-http local use).
     pub fn new(jwt_key: &Secret, ttl: Duration, secure: bool) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
         Self(Arc::new(Keys {
@@ -71,6 +84,7 @@ impl SessionKeys {
             validation,
             ttl,
             secure,
+            verified: RwLock::default(),
         }))
     }
 
@@ -121,8 +135,32 @@ impl SessionKeys {
 
     /// The user of a `session` cookie value, if it is valid.
     pub fn user_from_cookie(&self, value: &str) -> Option<UserClaims> {
-        self.verify(&decode_cookie(value)?)
+        let verified = &self.0.verified;
+        let known = verified
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(value)
+            .map(|claims| (!is_expired(claims)).then(|| claims.clone()));
+        if let Some(claims) = known {
+            return claims;
+        }
+        let claims = self.verify(&decode_cookie(value)?)?;
+        let mut verified = verified.write().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= REMEMBERED {
+            *verified = HashMap::new();
+        }
+        verified.insert(value.into(), claims.clone());
+        Some(claims)
     }
+}
+
+/// Whether `exp` has passed (with the leeway `verify` allows).
+fn is_expired(claims: &UserClaims) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let now = i64::try_from(now.saturating_sub(LEEWAY)).unwrap_or(i64::MAX);
+    claims.exp < now
 }
 
 /// base64(`{"jwt": token}`), as `cookie-session` stores it.
@@ -140,8 +178,21 @@ pub fn decode_cookie(value: &str) -> Option<String> {
 }
 
 fn user_of(parts: &Parts, keys: &SessionKeys) -> Option<UserClaims> {
-    let jar = CookieJar::from_headers(&parts.headers);
-    keys.user_from_cookie(jar.get(COOKIE_NAME)?.value())
+    keys.user_from_cookie(&session_cookie(&parts.headers)?)
+}
+
+/// The value of a request's `session` cookie (the last one, as a cookie jar keeps it),
+/// read without parsing the other cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter(|pair| pair.trim_start().starts_with(COOKIE_NAME))
+        .filter_map(|pair| Cookie::parse_encoded(pair).ok())
+        .rfind(|cookie| cookie.name() == COOKIE_NAME)
+        .map(|cookie| cookie.value().to_owned())
 }
 
 /// The signed-in user, if any. Never rejects.
@@ -210,6 +261,8 @@ mod tests {
     fn bad_sessions_are_no_user() {
         let keys = keys("k1");
         let (token, mut claims) = keys.issue(Uuid::new_v4(), "a@b.co").unwrap();
+        // Remembered by `keys` from now on: nothing below may be taken for it.
+        assert!(keys.user_from_cookie(&encode_cookie(&token)).is_some());
         let other = self::keys("k2");
         assert!(
             other.user_from_cookie(&encode_cookie(&token)).is_none(),
@@ -225,6 +278,39 @@ mod tests {
         claims.exp = claims.iat - 60;
         let expired = keys.sign(&claims).unwrap();
         assert!(keys.user_from_cookie(&encode_cookie(&expired)).is_none());
+    }
+
+    #[test]
+    fn the_session_is_found_among_other_cookies() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_cookie(&headers), None);
+        headers.append(COOKIE, HeaderValue::from_static("a=1; sessionx=2"));
+        assert_eq!(session_cookie(&headers), None);
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("b=2;  session=abc%3D%3D ; c=3"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc=="));
+        headers.append(COOKIE, HeaderValue::from_static("session=last"));
+        assert_eq!(session_cookie(&headers).as_deref(), Some("last"));
+    }
+
+    #[test]
+    fn a_remembered_session_still_expires() {
+        let keys = keys("k1");
+        let now = chrono::Utc::now().timestamp();
+        // Expired four seconds ago: still within the five seconds of leeway...
+        let claims = UserClaims {
+            id: Uuid::new_v4(),
+            email: "a@b.co".into(),
+            iat: now - 3600,
+            exp: now - 4,
+        };
+        let cookie = encode_cookie(&keys.sign(&claims).unwrap());
+        assert_eq!(keys.user_from_cookie(&cookie), Some(claims));
+        // ...and past it two seconds later, although it was verified and remembered.
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(keys.user_from_cookie(&cookie), None);
     }
 
     #[test]
