@@ -5,7 +5,6 @@
 //! `/metrics`), the JSON 404 for unknown routes, the body-size limit, the request
 //! timeout, panic recovery and request observation.
 
-use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,9 +13,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::ServiceBuilder;
 
-use crate::supervisor::{Health, panic_message};
+use crate::supervisor::Health;
 use crate::{Error, telemetry};
 
 /// Request bodies larger than this are refused with 413.
@@ -40,12 +39,13 @@ pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
         .route("/metrics", get(|| async { telemetry::render_metrics() }))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(CatchPanicLayer::custom(on_panic))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            telemetry::observe,
-        ))
+        // One layer of two: axum wraps every route in each `layer` it is given, and
+        // each wrapping costs a boxed clone and a boxed future per request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(telemetry::Observe::new(request_timeout))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
 }
 
 async fn healthz(State(health): State<Health>) -> Response {
@@ -80,11 +80,6 @@ async fn readyz(State(pool): State<Option<PgPool>>) -> Response {
 /// Unknown routes, and known routes with another method (as the original's catch-all).
 async fn not_found() -> Error {
     Error::NotFound
-}
-
-fn on_panic(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic_message(panic.as_ref());
-    Error::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! and later requests only check its expiry: verifying an HS256 token and parsing its
 //! JSON cost about as much as the rest of a small request (docs/benchmarks.md).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -182,17 +183,23 @@ fn user_of(parts: &Parts, keys: &SessionKeys) -> Option<UserClaims> {
 }
 
 /// The value of a request's `session` cookie (the last one, as a cookie jar keeps it),
-/// read without parsing the other cookies.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
+/// read without parsing the other cookies (or copying it, unless it is
+/// percent-encoded).
+fn session_cookie(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    let (_, value) = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter(|pair| pair.trim_start().starts_with(COOKIE_NAME))
-        .filter_map(|pair| Cookie::parse_encoded(pair).ok())
-        .rfind(|cookie| cookie.name() == COOKIE_NAME)
-        .map(|cookie| cookie.value().to_owned())
+        .filter_map(|pair| pair.split_once('='))
+        .rfind(|(name, _)| name.trim() == COOKIE_NAME)?;
+    let value = value.trim();
+    if value.contains('%') {
+        let decoded = Cookie::parse_encoded(format!("{COOKIE_NAME}={value}")).ok()?;
+        Some(Cow::Owned(decoded.value().to_owned()))
+    } else {
+        Some(Cow::Borrowed(value))
+    }
 }
 
 /// The signed-in user, if any. Never rejects.

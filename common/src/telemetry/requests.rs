@@ -72,6 +72,13 @@ pub(super) fn start(json: bool) {
     }
 }
 
+/// Whether request lines are logged (`RUST_LOG` lets `info` through). The filter is
+/// fixed for the life of the process, so it is asked once.
+pub(super) fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| tracing::enabled!(tracing::Level::INFO))
+}
+
 /// Queues a request's record for the log thread.
 pub(super) fn log(record: Record) {
     let Some(queue) = QUEUED.get() else { return };
