@@ -5,7 +5,7 @@ use common::events::{
     OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketCreated, TicketRef,
 };
 use common::money::Price;
-use common::testing::wait::wait_at_most;
+use common::testing::wait::{wait_at_most, wait_until};
 use common::testing::{TestServer, publish_all};
 use e2e::{Options, Stack};
 use futures::future::join_all;
@@ -44,17 +44,32 @@ async fn http_stays_fast_while_events_flood_in_and_stripe_hangs() {
         mode: FaultMode::Hang,
         times: 10_000,
     });
-    let hanging_payments: Vec<_> = (0..16)
-        .map(|n| {
+    // Sixteen orders ready to pay (replicated everywhere before the burst queues ahead
+    // of them); their payments will hang at Stripe while the burst is consumed.
+    let mut unpaid = Vec::new();
+    for n in 0..16 {
+        let ticket = stack
+            .create_ticket(&buyer, &format!("hang {n}"), json!(5))
+            .await;
+        stack.wait_for_replica_version(&ticket["id"], 0).await;
+        let order = stack.order(&buyer, &ticket["id"]).await.expect(201);
+        let id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
+        wait_until("payments to know of the order", || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders WHERE id = $1")
+                .bind(id)
+                .fetch_one(&stack.payments.pool)
+                .await
+                .unwrap()
+                == 1
+        })
+        .await;
+        unpaid.push(order);
+    }
+    let hanging_payments: Vec<_> = unpaid
+        .iter()
+        .map(|order| {
             let (stack, buyer) = (&stack, &buyer);
-            async move {
-                let ticket = stack
-                    .create_ticket(buyer, &format!("hang {n}"), json!(5))
-                    .await;
-                stack.wait_for_replica_version(&ticket["id"], 0).await;
-                let order = stack.order(buyer, &ticket["id"]).await.expect(201);
-                stack.pay(buyer, &order["id"], "tok_visa").await.status
-            }
+            async move { stack.pay(buyer, &order["id"], "tok_visa").await.status }
         })
         .collect();
 
