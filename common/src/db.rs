@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{Notify, futures::Notified};
 
 use crate::config::DatabaseConfig;
@@ -127,13 +127,13 @@ impl Pools {
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(config.url.expose())
             .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-        let http = PgPoolOptions::new()
+        let http = pool_options()
             .max_connections(config.http_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options.clone());
         // Background work may queue for a connection: nobody is waiting on an answer,
         // and failing instead would only count against the event.
-        let events = PgPoolOptions::new()
+        let events = pool_options()
             .max_connections(config.event_connections)
             .acquire_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
@@ -172,6 +172,28 @@ impl Pools {
         self.http.close().await;
         self.events.close().await;
     }
+}
+
+/// A connection that sat idle longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool settings both pools share. sqlx pings every connection it hands out by
+/// default: a second round trip to PostgreSQL for each one-query request. Here only a
+/// connection that sat idle for [`PING_AFTER_IDLE`] is pinged (one that just served a
+/// request is known to be alive), as HikariCP's `aliveBypassWindowMs` does; a
+/// connection that breaks while busy fails its query, is discarded, and the request
+/// answers 500 or the event is redelivered.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Creates the event-bus tables (outbox, processed, failing and parked events) in a

@@ -91,3 +91,38 @@ async fn readiness_follows_the_database_only() {
         "alive all the same"
     );
 }
+
+/// A pooled connection is not pinged when it was just used, but one that sat idle is:
+/// a connection the server closed meanwhile is replaced, never handed to a request.
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_replaced_before_use() {
+    let database = TestDatabase::create().await;
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 1;
+    let pools = Pools::connect(&db).await.unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pools.http)
+            .await
+    };
+    let first = backend().await.unwrap();
+    assert_eq!(
+        backend().await.unwrap(),
+        first,
+        "the one connection is reused"
+    );
+
+    let admin = database.pool().await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let replaced = backend()
+        .await
+        .expect("the dead connection is found out before it is used");
+    assert_ne!(replaced, first);
+}
