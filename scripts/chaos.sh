@@ -10,9 +10,12 @@ cd "$ROOT"
 
 export STACK_DIR="${STACK_DIR:-$ROOT/.stack/chaos}"
 export STACK_PROFILE="${STACK_PROFILE:-release}"
-export PG_PORT="${CHAOS_PG_PORT:-55435}"
-export NATS_PORT=34222 NATS_HTTP_PORT=38222 INGRESS_PORT=38080
-export SERVICE_PORT_BASE=33000 STANDIN_PORT=33111
+# Ports below Linux's ephemeral range (32768-60999): a server restarted during the run
+# must find its port free, and an outgoing connection may hold any ephemeral port (the
+# NATS monitor port once failed to bind that way).
+export PG_PORT="${CHAOS_PG_PORT:-30432}"
+export NATS_PORT=30222 NATS_HTTP_PORT=30822 INGRESS_PORT=30080
+export SERVICE_PORT_BASE=30000 STANDIN_PORT=30111
 # Short enough that orders left alone expire during the run; interrupted charges are
 # reconciled soon; restarts are quick.
 export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-15}"

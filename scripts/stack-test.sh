@@ -12,7 +12,9 @@ cd "$ROOT"
 
 export STACK_DIR="$ROOT/.stack/test"
 export STACK_PROFILE="${STACK_PROFILE:-debug}"
-export PG_PORT="${TEST_STACK_PG_PORT:-55433}"
+# Below Linux's ephemeral range, like every port here: PostgreSQL and NATS are
+# restarted during the run and must find their ports free.
+export PG_PORT="${TEST_STACK_PG_PORT:-15432}"
 export NATS_PORT=14222 NATS_HTTP_PORT=18222 INGRESS_PORT=18080
 export SERVICE_PORT_BASE=13000 STANDIN_PORT=13111
 export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-20}"
