@@ -92,6 +92,29 @@ pub async fn quiesce(stack: &Stack, within: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until every order has its fate, complete or cancelled: those still open when
+/// the load stopped expire within the expiration window. The check compares replicas
+/// with their sources, so it must not run while an order may still change.
+pub async fn wait_for_open_orders(stack: &Stack, within: Duration) -> anyhow::Result<()> {
+    let databases = Databases::connect(stack).await?;
+    let deadline = Instant::now() + within;
+    loop {
+        let open = databases
+            .count(
+                "orders",
+                "SELECT count(*) FROM orders WHERE status NOT IN ('complete', 'cancelled')",
+            )
+            .await?;
+        if open == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{open} orders still open after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Checks every invariant, reading every service's database and the Stripe stand-in's
 /// ledger.
 pub async fn check(stack: &Stack) -> anyhow::Result<Findings> {
