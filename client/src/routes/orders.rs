@@ -120,8 +120,9 @@ pub struct Payment {
     token: String,
 }
 
-/// Pays for the order and goes to the orders; declined (or refused), the order page
-/// comes back with the reason, and the order stays payable.
+/// Pays for the order and goes to the orders, once the order reads complete (or
+/// after 3 s); declined (or refused), the order page comes back with the reason, and
+/// the order stays payable.
 pub async fn pay(
     State(app): State<AppState>,
     visitor: SignedIn,
@@ -153,7 +154,17 @@ pub async fn pay(
         }
     };
     match paid {
-        Ok(_) => Ok(Redirect::to("/orders").into_response()),
+        Ok(_) => {
+            // Paid. The order turns complete a moment later, once orders has the
+            // payment's event; wait for that (briefly) so the orders page shows it.
+            for _ in 0..30 {
+                match order(&app, &visitor, id).await {
+                    Ok(order) if order.status == "complete" => break,
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+            Ok(Redirect::to("/orders").into_response())
+        }
         Err(ApiError::Refused { status, messages })
             if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND =>
         {
