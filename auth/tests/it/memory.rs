@@ -15,6 +15,24 @@ fn memory_kb(pid: u32, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
 }
 
+/// 32 clients at once, each posting 10 of the burst's accounts to `url`, each answered
+/// with `status`.
+async fn burst(client: &reqwest::Client, url: &str, status: u16) {
+    let workers = (0..32).map(|worker| async move {
+        for n in 0..10 {
+            let email = format!("burst-{worker}-{n}@test.io");
+            let response = client
+                .post(url)
+                .json(&json!({"email": email, "password": "password"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+        }
+    });
+    join_all(workers).await;
+}
+
 /// A burst of sign-ups (each hash needs 19 MiB) leaves the service's memory bounded
 /// while it runs and back near idle afterwards, and so does the next burst: hashing
 /// runs on two threads that reuse one block of memory each and unmap it when idle.
@@ -36,22 +54,7 @@ async fn a_burst_of_sign_ups_leaves_memory_bounded_and_returns_it() {
     let idle = memory_kb(pid, "VmRSS");
 
     let client = http_client();
-    let workers = (0..32).map(|worker| {
-        let (client, url) = (&client, process.url("/api/users/signup"));
-        async move {
-            for n in 0..10 {
-                let email = format!("burst-{worker}-{n}@test.io");
-                let response = client
-                    .post(&url)
-                    .json(&json!({"email": email, "password": "password"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 201);
-            }
-        }
-    });
-    join_all(workers).await;
+    burst(&client, &process.url("/api/users/signup"), 201).await;
 
     let peak = memory_kb(pid, "VmHWM");
     println!("idle {idle} kB, peak {peak} kB during 320 sign-ups at concurrency 32");
@@ -65,22 +68,7 @@ async fn a_burst_of_sign_ups_leaves_memory_bounded_and_returns_it() {
 
     // A second burst, of sign-ins (each verification hashes too): its memory is
     // returned as well, not kept by the allocator for a burst that may never come.
-    let workers = (0..32).map(|worker| {
-        let (client, url) = (&client, process.url("/api/users/signin"));
-        async move {
-            for n in 0..10 {
-                let email = format!("burst-{worker}-{n}@test.io");
-                let response = client
-                    .post(&url)
-                    .json(&json!({"email": email, "password": "password"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-            }
-        }
-    });
-    join_all(workers).await;
+    burst(&client, &process.url("/api/users/signin"), 200).await;
     let settled = wait_at_most(
         Duration::from_secs(15),
         "memory to be returned after the second burst",
