@@ -253,7 +253,6 @@ async fn memory(stack: &Stack, field: &str) -> BTreeMap<String, u64> {
 }
 
 pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = memory(stack, "VmRSS").await;

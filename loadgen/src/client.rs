@@ -35,7 +35,6 @@ impl Api {
         if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
             bail!("refusing to load {base}: only loopback addresses");
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)

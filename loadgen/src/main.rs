@@ -39,6 +39,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<ExitCode> {
+    // reqwest is built without a default TLS provider; every command's clients (the
+    // invariant checker's Stripe ledger read included) need one installed first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse(std::env::args().skip(1))?;
     let stack = Stack::from_env()?;
     match args.command.as_str() {
