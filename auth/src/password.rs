@@ -9,9 +9,9 @@
 //! after a few idle seconds. Jobs wait in a bounded queue; memory stays at a few
 //! blocks whatever the load.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use argon2::password_hash::phc::{Output, Salt};
@@ -26,7 +26,7 @@ const QUEUE: usize = 256;
 /// Hashes and verifies passwords; cheap to clone.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: mpsc::Sender<Job>,
+    jobs: Arc<Jobs>,
     room: Arc<Semaphore>,
     /// A hash, with the default parameters, of a random password nobody knows.
     /// Verifying against it when the email is unknown makes "unknown email" and
@@ -53,17 +53,16 @@ enum Answer {
 impl Hasher {
     /// Starts `threads` hashing threads (at least one).
     pub fn new(threads: usize) -> anyhow::Result<Self> {
-        let (jobs, receiver) = mpsc::channel();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(Queue::default());
         for index in 0..threads.max(1) {
-            let receiver = Arc::clone(&receiver);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || work(&receiver))
+                .spawn(move || work(&queue))
                 .context("starting a password hashing thread")?;
         }
         Ok(Self {
-            jobs,
+            jobs: Arc::new(Jobs(queue)),
             room: Arc::new(Semaphore::new(QUEUE)),
             dummy: Arc::default(),
         })
@@ -101,35 +100,108 @@ impl Hasher {
     async fn run(&self, work: Work) -> anyhow::Result<Answer> {
         let _room = self.room.acquire().await.context("the hasher is closed")?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { work, reply })
-            .map_err(|_| anyhow!("the password hashing threads are gone"))?;
+        self.jobs.0.push(Job { work, reply });
         answer.await.context("a password hashing thread failed")?
     }
 }
 
-/// A hashing thread: takes jobs until the [`Hasher`] is dropped.
-fn work(receiver: &Mutex<mpsc::Receiver<Job>>) {
+/// The hashers' end of the queue: when the last clone of the [`Hasher`] is dropped,
+/// the queue closes and the threads end.
+struct Jobs(Arc<Queue>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Jobs waiting for a hashing thread.
+///
+/// A lock and a condition variable rather than one channel receiver shared behind a
+/// mutex: waiting on the condition releases the lock, so every idle thread runs its
+/// own timeout and frees its own memory. (Behind a shared receiver, a thread that had
+/// already freed its memory waited for the next job holding the lock, and the other
+/// thread never timed out: its 19 MiB stayed until the next burst; CI caught it.)
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// What a hashing thread gets from [`Queue::next`].
+enum Next {
+    Job(Job),
+    /// No job came within the thread's idle timeout.
+    Idle,
+    /// The [`Hasher`] is gone.
+    Closed,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Poisoning cannot happen: nothing panics while holding the lock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().jobs.push_back(job);
+        self.changed.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The next job, waiting for one at most `idle` if given (else for ever).
+    fn next(&self, idle: Option<Duration>) -> Next {
+        let deadline = idle.map(|idle| Instant::now() + idle);
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Next::Job(job);
+            }
+            if state.closed {
+                return Next::Closed;
+            }
+            state = match deadline {
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Next::Idle;
+                    }
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// A hashing thread: takes jobs until the [`Hasher`] is dropped, and frees its
+/// working memory after [`IDLE`] without one.
+fn work(queue: &Queue) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
-        let next = {
-            // Poisoning cannot happen: nothing panics while holding the lock.
-            let receiver = receiver
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if memory.is_empty() {
-                receiver.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                receiver.recv_timeout(IDLE)
-            }
-        };
-        match next {
-            Ok(Job { work, reply }) => {
+        match queue.next((!memory.is_empty()).then_some(IDLE)) {
+            Next::Job(Job { work, reply }) => {
                 // The caller may have gone (a dropped request); nothing to tell then.
                 let _ = reply.send(run(work, &mut memory));
             }
-            Err(RecvTimeoutError::Timeout) => memory = Vec::new(),
-            Err(RecvTimeoutError::Disconnected) => return,
+            Next::Idle => memory = Vec::new(),
+            Next::Closed => return,
         }
     }
 }
@@ -218,6 +290,50 @@ mod tests {
     use argon2::PasswordVerifier;
 
     use super::*;
+
+    /// The defect CI caught: one thread waiting for work without a timeout (its memory
+    /// already freed) must not keep another from timing out and freeing its own.
+    #[test]
+    fn every_idle_thread_times_out_while_another_waits_for_work() {
+        let queue = Arc::new(Queue::default());
+        let waiting = std::thread::spawn({
+            let queue = Arc::clone(&queue);
+            move || matches!(queue.next(None), Next::Closed)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        assert!(matches!(
+            queue.next(Some(Duration::from_millis(100))),
+            Next::Idle
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        queue.close();
+        assert!(waiting.join().unwrap(), "closing ends the waiting thread");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_hasher_ends_its_threads() {
+        let hasher = Hasher::new(2).unwrap();
+        let queue = Arc::downgrade(&hasher.jobs.0);
+        drop(hasher.clone());
+        assert!(
+            hasher.hash("pw".into()).await.is_ok(),
+            "a clone's drop closes nothing"
+        );
+        drop(hasher);
+        let started = Instant::now();
+        while queue.strong_count() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "threads still hold the queue"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_are_salted() {

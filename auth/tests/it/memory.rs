@@ -39,7 +39,8 @@ async fn burst(client: &reqwest::Client, url: &str, status: u16) {
 /// (Release build, sign-ups then sign-ins at concurrency 32: 13 MB idle, 55 MB peak,
 /// 15-16 MB after each burst; see docs/benchmarks.md. Before the hashing threads,
 /// 1.47 GB that stayed; before the block was reserved past glibc's mmap threshold,
-/// 54 MB that stayed after the second burst.)
+/// 54 MB that stayed after the second burst; before each thread waited on a timeout
+/// of its own, one thread's block could stay, as it did once in CI.)
 #[tokio::test]
 async fn a_burst_of_sign_ups_leaves_memory_bounded_and_returns_it() {
     let database = TestDatabase::create().await;
