@@ -83,7 +83,7 @@ impl Signal {
         Self(Notify::const_new())
     }
 
-    fn raise(&self) {
+    pub(crate) fn raise(&self) {
         self.0.notify_waiters();
     }
 

@@ -15,8 +15,8 @@ use common::db::{Tx, migrate_bus};
 use common::events::parked::Redriven;
 use common::events::stream::{self, Nats, STREAM};
 use common::events::{
-    Consumers, ExpirationComplete, Handled, Listener, Relay, Subject, TicketCreated, TicketUpdated,
-    append, unless_next,
+    Consumers, ExpirationComplete, Handled, Listener, Relay, Staged, Subject, TicketCreated,
+    TicketUpdated, append, unless_next,
 };
 use common::money::Price;
 use common::prune::{BUS_TABLES, Pruner};
@@ -232,6 +232,59 @@ async fn every_commit_wakes_the_relay_even_while_it_is_publishing() {
         published.insert(event.event.order_id);
     }
     assert_eq!(published, committed.into_iter().collect());
+}
+
+/// An event written by a statement of the caller's own (not [`append`] in a
+/// transaction) is published too, and its `committed()` wakes the relay (which polls
+/// once an hour here); one that failed with its statement is never published.
+#[tokio::test]
+async fn an_event_written_with_its_change_in_one_statement_wakes_the_relay() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.run_relay(
+        Relay::new(bench.pool.clone(), bench.connection.jetstream.clone())
+            .poll_every(Duration::from_secs(3600)),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // the relay's first look is over
+
+    let write = |order_id: Uuid, fail: bool| {
+        let pool = bench.pool.clone();
+        async move {
+            let staged = Staged::new(&ExpirationComplete { order_id }).unwrap();
+            // The same shape as a real write: the event rides in a `WITH` clause of
+            // the change's statement (here a change that can be made to fail).
+            let written = sqlx::query(
+                "WITH event AS (
+                     INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)
+                 )
+                 SELECT 1 / $4::int",
+            )
+            .bind(staged.event_id)
+            .bind(staged.subject)
+            .bind(&staged.payload)
+            .bind(if fail { 0 } else { 1 })
+            .execute(&pool)
+            .await;
+            match written {
+                Ok(_) => staged.committed(),
+                Err(error) => assert!(fail, "{error}"),
+            }
+        }
+    };
+    let failed = Uuid::new_v4();
+    write(failed, true).await;
+    let order_id = Uuid::new_v4();
+    write(order_id, false).await;
+
+    let event = probe
+        .next::<ExpirationComplete>(Duration::from_secs(10))
+        .await
+        .expect("the event is published without waiting for a poll");
+    assert_eq!(
+        event.event.order_id, order_id,
+        "the failed statement's event is not"
+    );
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
 }
 
 #[tokio::test]

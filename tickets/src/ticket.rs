@@ -1,7 +1,8 @@
 //! The ticket and its queries.
 
+use anyhow::Context as _;
 use common::db::Tx;
-use common::events::{TicketCreated, TicketUpdated};
+use common::events::{Staged, TicketCreated, TicketUpdated};
 use common::money::Price;
 use serde::Serialize;
 use sqlx::PgExecutor;
@@ -21,23 +22,44 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Lists a new ticket (version 0) and appends its `ticket.created` to the outbox,
+    /// both in one statement: atomic without a transaction, and one round trip
+    /// instead of four ([`Staged`]).
     pub async fn create(
-        tx: &mut Tx,
-        title: &str,
+        db: impl PgExecutor<'_>,
+        title: String,
         price: Price,
         user_id: Uuid,
-    ) -> sqlx::Result<Ticket> {
-        sqlx::query_as!(
-            Ticket,
-            r#"INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, $2, $3, $4)
-               RETURNING id, title, price_cents AS "price: Price", user_id, version, order_id"#,
-            Uuid::new_v4(),
+    ) -> anyhow::Result<Ticket> {
+        let ticket = Ticket {
+            id: Uuid::new_v4(),
             title,
-            price as Price,
+            price,
             user_id,
+            version: 0,
+            order_id: None,
+        };
+        let event = Staged::new(&ticket.created_event())?;
+        sqlx::query!(
+            r#"WITH event AS (
+                   INSERT INTO outbox (event_id, subject, payload) VALUES ($5, $6, $7::text::json)
+               )
+               INSERT INTO tickets (id, title, price_cents, user_id, version)
+               VALUES ($1, $2, $3, $4, $8)"#,
+            ticket.id,
+            ticket.title,
+            ticket.price as Price,
+            ticket.user_id,
+            event.event_id,
+            event.subject,
+            event.payload,
+            ticket.version,
         )
-        .fetch_one(&mut **tx)
+        .execute(db)
         .await
+        .context("listing a ticket")?;
+        event.committed();
+        Ok(ticket)
     }
 
     pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {

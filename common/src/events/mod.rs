@@ -19,7 +19,7 @@ pub mod schema;
 pub mod stream;
 
 pub use consumer::{Consumers, Handled, Listener};
-pub use outbox::{Relay, append};
+pub use outbox::{Relay, Staged, append};
 pub use payloads::*;
 
 use serde::Serialize;

@@ -32,19 +32,55 @@ const BATCH: usize = 256;
 /// Appends `event` to the outbox inside the caller's transaction and returns its id
 /// (the `Nats-Msg-Id` it will be published with).
 pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
-    let id = Uuid::new_v4();
-    let payload = serde_json::to_string(event).context("serialising an event")?;
+    let staged = Staged::new(event)?;
     sqlx::query!(
         "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)",
-        id,
-        E::SUBJECT.as_str(),
-        payload,
+        staged.event_id,
+        staged.subject,
+        staged.payload,
     )
     .execute(&mut **tx)
     .await
-    .with_context(|| format!("appending {} to the outbox", E::SUBJECT))?;
+    .with_context(|| format!("appending {} to the outbox", staged.subject))?;
     tx.wake_on_commit(&APPENDED);
-    Ok(id)
+    Ok(staged.event_id)
+}
+
+/// An event ready for the outbox, for a write that inserts it in the *same statement*
+/// as the change it announces, with a data-modifying `WITH`:
+///
+/// ```sql
+/// WITH event AS (INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json))
+/// INSERT INTO tickets ...
+/// ```
+///
+/// A single statement commits on its own, atomically, so the change and its event
+/// still commit together or not at all, in one round trip where [`append`] in a
+/// transaction takes four (`BEGIN`, the change, the event, `COMMIT`). It suits a write
+/// that is one statement anyway and whose event can be built before it runs (listing
+/// a ticket: docs/benchmarks.md). Call [`Staged::committed`] once the statement has
+/// succeeded.
+pub struct Staged {
+    pub event_id: Uuid,
+    pub subject: &'static str,
+    /// The event as JSON text, for `$n::text::json`.
+    pub payload: String,
+}
+
+impl Staged {
+    pub fn new<E: Event>(event: &E) -> anyhow::Result<Self> {
+        Ok(Self {
+            event_id: Uuid::new_v4(),
+            subject: E::SUBJECT.as_str(),
+            payload: serde_json::to_string(event)
+                .with_context(|| format!("serialising {}", E::SUBJECT))?,
+        })
+    }
+
+    /// Wakes the relay: the statement that wrote the event has committed.
+    pub fn committed(self) {
+        APPENDED.raise();
+    }
 }
 
 /// Publishes what the outbox holds.

@@ -1,7 +1,5 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use common::db::Tx;
-use common::events::append;
 use common::{AuthUser, Json, Result};
 
 use super::TicketInput;
@@ -25,9 +23,6 @@ pub async fn create(
     Json(input): Json<TicketInput>,
 ) -> Result<(StatusCode, Json<Ticket>)> {
     let (title, price) = input.validate()?;
-    let mut tx = Tx::begin(&app.pool).await?;
-    let ticket = Ticket::create(&mut tx, &title, price, user.id).await?;
-    append(&mut tx, &ticket.created_event()).await?;
-    tx.commit().await?;
+    let ticket = Ticket::create(&app.pool, title, price, user.id).await?;
     Ok((StatusCode::CREATED, Json(ticket)))
 }
