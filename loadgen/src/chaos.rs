@@ -98,7 +98,6 @@ pub async fn run(stack: &Stack, duration: Duration, rate: f64) -> anyhow::Result
     println!("chaos: load over; waiting for the system to settle");
     // Every order open now expires within the window; the check runs once all have
     // and every event they caused has been handled.
-    invariants::quiesce(stack, Duration::from_secs(180)).await?;
     invariants::wait_for_open_orders(stack, Duration::from_secs(180)).await?;
     invariants::quiesce(stack, Duration::from_secs(180)).await?;
     let findings = invariants::check(stack).await?;

@@ -33,6 +33,16 @@ async fn burst(client: &reqwest::Client, url: &str, status: u16) {
     join_all(workers).await;
 }
 
+/// Waits (up to 15 s) for the RSS of `pid` to come back within 12 MiB of `idle` kB,
+/// and returns it.
+#[track_caller]
+fn returned(pid: u32, idle: u64, what: &str) -> impl std::future::Future<Output = u64> {
+    wait_at_most(Duration::from_secs(15), what, move || async move {
+        let rss = memory_kb(pid, "VmRSS");
+        (rss < idle + 12 * 1024).then_some(rss)
+    })
+}
+
 /// A burst of sign-ups (each hash needs 19 MiB) leaves the service's memory bounded
 /// while it runs and back near idle afterwards, and so does the next burst: hashing
 /// runs on two threads that reuse one block of memory each and unmap it when idle.
@@ -60,24 +70,12 @@ async fn a_burst_of_sign_ups_leaves_memory_bounded_and_returns_it() {
     let peak = memory_kb(pid, "VmHWM");
     println!("idle {idle} kB, peak {peak} kB during 320 sign-ups at concurrency 32");
     assert!(peak < 100 * 1024, "peak RSS {peak} kB");
-    let settled = wait_at_most(Duration::from_secs(15), "memory to be returned", || async {
-        let rss = memory_kb(pid, "VmRSS");
-        (rss < idle + 12 * 1024).then_some(rss)
-    })
-    .await;
+    let settled = returned(pid, idle, "memory to be returned").await;
     println!("{settled} kB once idle again");
 
     // A second burst, of sign-ins (each verification hashes too): its memory is
     // returned as well, not kept by the allocator for a burst that may never come.
     burst(&client, &process.url("/api/users/signin"), 200).await;
-    let settled = wait_at_most(
-        Duration::from_secs(15),
-        "memory to be returned after the second burst",
-        || async {
-            let rss = memory_kb(pid, "VmRSS");
-            (rss < idle + 12 * 1024).then_some(rss)
-        },
-    )
-    .await;
+    let settled = returned(pid, idle, "memory to be returned after the sign-ins").await;
     println!("{settled} kB once idle after the sign-ins");
 }
