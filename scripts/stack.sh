@@ -41,8 +41,14 @@ INGRESS_PORT="${INGRESS_PORT:-8080}"
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-3000}"
 STANDIN_PORT="${STANDIN_PORT:-12111}"
 NATS_VERSION="${NATS_VERSION:-2.15.1}"
-# The build the stack runs: what `up` last used, unless STACK_PROFILE says otherwise.
-PROFILE="${STACK_PROFILE:-$(cat "$RUN/profile" 2>/dev/null || echo release)}"
+# The build the stack runs, unless STACK_PROFILE says otherwise (`make dev` and the tests
+# ask for debug): release for `up`, whatever ran before; for a part started or
+# restarted on its own, the build `up` last started.
+if [ "${1:-}" = up ]; then
+  PROFILE="${STACK_PROFILE:-release}"
+else
+  PROFILE="${STACK_PROFILE:-$(cat "$RUN/profile" 2>/dev/null || echo release)}"
+fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # Services: name, port, database (- for none), on the bus (1/0), ingress path (- for none).
