@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::infrastructure::Infrastructure;
@@ -13,7 +14,6 @@ const LOCAL_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 /// A fresh, empty database, dropped when this value is.
 pub struct TestDatabase {
     pub url: String,
-    admin_url: String,
     name: String,
 }
 
@@ -21,18 +21,11 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin_url = admin_url().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
-        let mut admin = connect_admin(&admin_url).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
         let (server, _) = admin_url.rsplit_once('/').unwrap();
         let url = format!("{server}/{name}");
-        Self {
-            url,
-            admin_url,
-            name,
-        }
+        wait_for(&admin_url).await;
+        Postgres::create_database(&url).await.unwrap();
+        Self { url, name }
     }
 
     /// A pool on this database for the test's own queries.
@@ -53,11 +46,12 @@ async fn admin_url() -> String {
     }
 }
 
-async fn connect_admin(url: &str) -> PgConnection {
+/// Waits until the server at `url` accepts connections.
+async fn wait_for(url: &str) {
     let mut attempts = 0;
     loop {
         match PgConnection::connect(url).await {
-            Ok(connection) => return connection,
+            Ok(connection) => return drop(connection.close().await),
             Err(error) if attempts < 30 => {
                 attempts += 1;
                 if attempts == 1 {
@@ -74,21 +68,14 @@ async fn connect_admin(url: &str) -> PgConnection {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let url = self.url.clone();
         // Drop runs outside async context; use a private runtime on a plain thread.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async move {
-                let mut admin = PgConnection::connect(&admin_url).await?;
-                let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .execute(&mut admin)
-                    .await
-                    .map(drop)
-            })
+            runtime.block_on(Postgres::force_drop_database(&url))
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
