@@ -22,6 +22,8 @@ export SHUTDOWN_GRACE_SECONDS=10
 # For the chaos run: interrupted charges reconciled soon, Stripe hangs bounded.
 export CHARGE_RECONCILE_AFTER_SECONDS=5 STRIPE_TIMEOUT_SECONDS=5
 export STACK_URL="http://localhost:$INGRESS_PORT"
+# Small, so that the stack tests can see a log moved aside.
+export LOG_MAX_MB=2
 
 log() { printf '\033[1m[stack-test]\033[0m %s\n' "$*" >&2; }
 

@@ -23,7 +23,8 @@
 # (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), STANDIN_PORT (12111),
 # and those handed to the services unchanged: JWT_KEY, EXPIRATION_WINDOW_SECONDS,
 # STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
-# LOG_FORMAT, SHUTDOWN_GRACE_SECONDS.
+# LOG_FORMAT, SHUTDOWN_GRACE_SECONDS; LOG_MAX_MB (64): the size at which a log under
+# $STACK_DIR/logs is moved to <name>.log.1 and started again.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -309,6 +310,32 @@ wait_ready() {
   die "$name is not ready after 60 s; see $LOGS/$name.log"
 }
 
+# Logs are capped, so a stack left under load does not fill the disk (each request
+# writes a line of about 130 bytes): every few seconds, a log past LOG_MAX_MB is copied
+# to <name>.log.1 (replacing the one before) and truncated. Every writer holds its log
+# open for appending, so it carries on at the new end; a line written between the copy
+# and the truncation is lost (logrotate's copytruncate). Runs while any part of the
+# stack does.
+keep_logs() {
+  local limit=$(( ${LOG_MAX_MB:-64} * 1024 * 1024 )) file name
+  while :; do
+    for file in "$LOGS"/*.log; do
+      [ -f "$file" ] && [ "$(stat -c %s "$file")" -gt "$limit" ] || continue
+      cp "$file" "$file.1" && truncate -s 0 "$file"
+    done
+    sleep "${LOG_CHECK_SECONDS:-5}"
+    for name in nats nginx "${ALL_SERVICES[@]}"; do alive "$name" && continue 2; done
+    return 0
+  done
+}
+
+start_log_keeper() {
+  stop_processes keep-logs
+  mkdir -p "$RUN" "$LOGS"
+  nohup "$ROOT/scripts/stack.sh" keep-logs >/dev/null 2>&1 &
+  echo $! > "$RUN/keep-logs.pid"
+}
+
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
 # The ingress's configuration: the same routes as the Kubernetes ingress
@@ -401,6 +428,7 @@ up() {
   local entry
   for entry in "${SERVICES[@]}"; do start_service $entry; done
   start_nginx
+  start_log_keeper
   for entry in "${SERVICES[@]}"; do read -r name port _ <<<"$entry"; wait_ready "$name" "$port"; done
   log "Ticketing is up: http://localhost:$INGRESS_PORT  (logs: $LOGS, stop: make down)"
 }
@@ -408,7 +436,7 @@ up() {
 down() {
   stop_nginx
   stop_processes "${ALL_SERVICES[@]}"
-  stop_processes nats
+  stop_processes nats keep-logs
   stop_postgres
   log "stopped"
 }
@@ -470,6 +498,7 @@ case "${1:-}" in
   with-postgres) shift; with_postgres "$@" ;;
   clean-test-databases) clean_test_databases ;;
   start-nats) start_nats ;;
+  keep-logs) keep_logs ;;
   nginx-config) nginx_config ;;
   kill)
     shift

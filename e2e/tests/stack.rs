@@ -200,3 +200,48 @@ async fn readiness_survives_a_nats_outage_and_writes_arrive_afterwards() {
     })
     .await;
 }
+
+/// A log that passes `LOG_MAX_MB` is moved to `<name>.log.1` and started again, and
+/// its service goes on writing at the start of the emptied file (it appends, so no
+/// hole is left where the old contents were).
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn a_log_past_its_limit_is_moved_aside_and_its_service_writes_on() {
+    use std::io::Write as _;
+
+    let limit_mb: u64 = std::env::var("LOG_MAX_MB").unwrap().parse().unwrap();
+    let limit = limit_mb * 1024 * 1024;
+    let logs = std::path::PathBuf::from(std::env::var("STACK_DIR").unwrap()).join("logs");
+    let log = logs.join("auth.log");
+    let filler = "a line written to fill the log past its limit\n";
+    let lines = usize::try_from(limit).unwrap() / filler.len() + 1000;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(filler.repeat(lines).as_bytes())
+        .unwrap();
+
+    let size = || std::fs::metadata(&log).unwrap().len();
+    wait_at_most(
+        Duration::from_secs(30),
+        "auth.log to be moved aside",
+        || async { (size() < limit).then_some(()) },
+    )
+    .await;
+    let kept = std::fs::read_to_string(logs.join("auth.log.1")).unwrap();
+    assert!(kept.contains(filler), "the old contents are in auth.log.1");
+
+    let client = http_client();
+    sign_up(&client).await;
+    wait_until("auth to log the sign-up", || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("/api/users/signup")
+    })
+    .await;
+    assert!(
+        size() < limit,
+        "auth writes at the start of its emptied log"
+    );
+}
