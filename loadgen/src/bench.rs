@@ -617,7 +617,7 @@ async fn propagate(
 /// 1,000 tickets ordered flat out (64 at a time, straight to the orders service): the
 /// ordering's throughput and latency, then, as the stack's expiration window runs
 /// out, how late after `expiresAt` each order was cancelled.
-async fn orders_and_lateness(
+pub(crate) async fn orders_and_lateness(
     stack: &Stack,
     http: &reqwest::Client,
 ) -> anyhow::Result<(Throughput, Delays)> {

@@ -5,6 +5,7 @@
 //! loadgen chaos    [--duration 3m] [--rate 20]     journeys under faults, then the checker
 //! loadgen check                                     the invariant checker alone
 //! loadgen bench    [--out target/bench/results.json]  every measurement of make bench
+//! loadgen lateness                                  only bench's orders and expiration lateness
 //! loadgen report   --results FILE [--markdown docs/benchmarks.md]
 //! ```
 //!
@@ -57,6 +58,19 @@ async fn run() -> anyhow::Result<ExitCode> {
                 only: None,
             };
             journeys::run(config).await?.print();
+            Ok(ExitCode::SUCCESS)
+        }
+        "lateness" => {
+            let http = reqwest::Client::new();
+            let (orders, late) = bench::orders_and_lateness(&stack, &http).await?;
+            println!(
+                "POST /api/orders: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                orders.per_second, orders.p50_ms, orders.p99_ms
+            );
+            println!(
+                "expiration lateness, {} (due within {:.0} ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                late.name, late.spread_ms, late.p50_ms, late.p99_ms, late.max_ms
+            );
             Ok(ExitCode::SUCCESS)
         }
         "chaos" => {
