@@ -163,9 +163,19 @@ start_postgres() {
   if pg_running; then return 0; fi
   port_taken "$PG_PORT" && die "port $PG_PORT is taken by another program; choose another with PG_PORT"
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $dir/postgres.log)"
-  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
-    "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null \
-    || die "PostgreSQL did not start; see $dir/postgres.log"
+  # The default port lies in Linux's ephemeral range, so an outgoing connection may hold
+  # it for a moment (PostgreSQL: "could not bind"); such a holder goes away, so retry.
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
+      "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null 2>&1 \
+      && return 0
+    tail -n 5 "$dir/postgres.log" | grep -q "could not bind" \
+      || die "PostgreSQL did not start; see $dir/postgres.log"
+    log "port $PG_PORT is held by another socket (attempt $attempt); retrying"
+    sleep 2
+  done
+  die "port $PG_PORT stays held by another socket (see: ss -tanp | grep :$PG_PORT); choose another with PG_PORT"
 }
 
 stop_postgres() {
