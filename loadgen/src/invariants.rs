@@ -323,3 +323,200 @@ pub async fn check(stack: &Stack) -> anyhow::Result<Findings> {
     findings.charges = i64::try_from(charges.len()).unwrap_or(i64::MAX);
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Rows that break the invariants, each in a way the checker must report, written
+    /// straight into the databases with ids of their own (and removed again).
+    struct Planted {
+        /// An order past `expiresAt` and still `created`.
+        overdue: Uuid,
+        /// An order `complete` without a charge.
+        unpaid: Uuid,
+        /// A ticket whose replica in orders has another price.
+        drifted: Uuid,
+        /// A kept charge whose order orders does not know.
+        stray_charge: Uuid,
+        stray_order: Uuid,
+        /// Replica tickets the two orders need (foreign keys).
+        replica_tickets: [Uuid; 2],
+        parked: i64,
+    }
+
+    impl Planted {
+        async fn plant(db: &Databases) -> Self {
+            let mut planted = Planted {
+                overdue: Uuid::new_v4(),
+                unpaid: Uuid::new_v4(),
+                drifted: Uuid::new_v4(),
+                stray_charge: Uuid::new_v4(),
+                stray_order: Uuid::new_v4(),
+                replica_tickets: [Uuid::new_v4(), Uuid::new_v4()],
+                parked: 0,
+            };
+            let orders = db.get("orders");
+            for (ticket, order, status, expires) in [
+                (
+                    planted.replica_tickets[0],
+                    planted.overdue,
+                    "created",
+                    "-1 minute",
+                ),
+                (
+                    planted.replica_tickets[1],
+                    planted.unpaid,
+                    "complete",
+                    "+1 minute",
+                ),
+            ] {
+                sqlx::query("INSERT INTO tickets (id, title, price_cents, version) VALUES ($1, 'planted', 100, 0)")
+                    .bind(ticket)
+                    .execute(orders)
+                    .await
+                    .unwrap();
+                sqlx::query(
+                    "INSERT INTO orders (id, user_id, status, expires_at, ticket_id, ticket_title, ticket_price_cents, ticket_version)
+                     VALUES ($1, $1, $2, now() + $3::interval, $4, 'planted', 100, 0)",
+                )
+                .bind(order)
+                .bind(status)
+                .bind(expires)
+                .bind(ticket)
+                .execute(orders)
+                .await
+                .unwrap();
+            }
+            sqlx::query("INSERT INTO tickets (id, title, price_cents, user_id) VALUES ($1, 'planted', 100, $1)")
+                .bind(planted.drifted)
+                .execute(db.get("tickets"))
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO tickets (id, title, price_cents, version) VALUES ($1, 'planted', 101, 0)")
+                .bind(planted.drifted)
+                .execute(orders)
+                .await
+                .unwrap();
+            let payments = db.get("payments");
+            sqlx::query("INSERT INTO orders (id, user_id, status, price_cents, version) VALUES ($1, $1, 'cancelled', 100, 1)")
+                .bind(planted.stray_order)
+                .execute(payments)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO charges (id, order_id, status, amount_cents, source, stripe_id)
+                 VALUES ($1, $2, 'completed', 100, 'tok_visa', 'ch_planted')",
+            )
+            .bind(planted.stray_charge)
+            .bind(planted.stray_order)
+            .execute(payments)
+            .await
+            .unwrap();
+            planted.parked = sqlx::query_scalar(
+                "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
+                 VALUES ('planted', 'ticket.created', '{}', 1, 'planted by the checker test') RETURNING id",
+            )
+            .fetch_one(db.get("tickets"))
+            .await
+            .unwrap();
+            planted
+        }
+
+        async fn remove(&self, db: &Databases) {
+            let run = |database: &'static str, sql: &'static str, ids: Vec<Uuid>| async move {
+                sqlx::query(sql)
+                    .bind(ids)
+                    .execute(db.get(database))
+                    .await
+                    .unwrap();
+            };
+            run(
+                "payments",
+                "DELETE FROM charges WHERE id = ANY($1)",
+                vec![self.stray_charge],
+            )
+            .await;
+            run(
+                "payments",
+                "DELETE FROM orders WHERE id = ANY($1)",
+                vec![self.stray_order],
+            )
+            .await;
+            run(
+                "orders",
+                "DELETE FROM orders WHERE id = ANY($1)",
+                vec![self.overdue, self.unpaid],
+            )
+            .await;
+            let mut replica = self.replica_tickets.to_vec();
+            replica.push(self.drifted);
+            run("orders", "DELETE FROM tickets WHERE id = ANY($1)", replica).await;
+            run(
+                "tickets",
+                "DELETE FROM tickets WHERE id = ANY($1)",
+                vec![self.drifted],
+            )
+            .await;
+            sqlx::query("DELETE FROM parked_events WHERE id = $1")
+                .bind(self.parked)
+                .execute(db.get("tickets"))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The checker can fail: on a quiet stack, rows that break each invariant are
+    /// reported, each by what it is; once they are removed, the findings are what they
+    /// were before. Run by scripts/stack-test.sh after the chaos run.
+    #[tokio::test]
+    #[ignore = "needs a quiet local stack: scripts/stack-test.sh"]
+    async fn the_checker_reports_what_breaks_an_invariant() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let stack = Stack::from_env().unwrap();
+        let sorted = |mut violations: Vec<String>| {
+            violations.sort();
+            violations
+        };
+        let before = sorted(check(&stack).await.unwrap().violations);
+        let db = Databases::connect(&stack).await.unwrap();
+        let planted = Planted::plant(&db).await;
+        let during = check(&stack).await;
+        planted.remove(&db).await;
+        let during = during.unwrap().violations;
+
+        let reported = |text: String| {
+            assert!(
+                during.iter().any(|v| v.contains(&text)),
+                "not reported: {text}\nreported: {during:#?}"
+            );
+        };
+        reported(format!(
+            "order {} is past expiresAt but still created",
+            planted.overdue
+        ));
+        reported(format!(
+            "order {} is complete with 0 kept charges",
+            planted.unpaid
+        ));
+        reported(format!("the replica of ticket {} is", planted.drifted));
+        reported(format!(
+            "charge {} is kept, but its order {} is None",
+            planted.stray_charge, planted.stray_order
+        ));
+        reported(format!(
+            "payments has order {}, which orders does not",
+            planted.stray_order
+        ));
+        reported(format!(
+            "order {} never reached the payments replica",
+            planted.overdue
+        ));
+        reported("events parked".to_owned());
+
+        let after = sorted(check(&stack).await.unwrap().violations);
+        assert_eq!(after, before, "the planted rows are gone again");
+    }
+}
