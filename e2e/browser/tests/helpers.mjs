@@ -23,6 +23,14 @@ export async function signUp(page, address, password = "password") {
   await expect(page.getByRole("link", { name: "Sign Out" })).toBeVisible();
 }
 
+/** Fills in and submits the sign-in form (the caller checks where it lands). */
+export async function signIn(page, address, password = "password") {
+  await page.goto("/auth/signin");
+  await page.getByLabel("Email Address").fill(address);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign In" }).click();
+}
+
 export async function signOut(page) {
   await page.getByRole("link", { name: "Sign Out" }).click();
   await expect(page.getByRole("link", { name: "Sign In" })).toBeVisible();

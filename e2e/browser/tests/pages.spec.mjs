@@ -1,6 +1,6 @@
 import { expect, test } from "@playwright/test";
 
-import { email, purchase, screenshotEachTest, sell, signOut, signUp } from "./helpers.mjs";
+import { email, purchase, screenshotEachTest, sell, signIn, signOut, signUp } from "./helpers.mjs";
 
 screenshotEachTest();
 
@@ -26,15 +26,24 @@ test("sign-up validation errors are shown on the page", async ({ page }) => {
 });
 
 test("the header follows the session", async ({ page }) => {
+  const address = email("header");
   await page.goto("/");
   await expect(page.getByRole("link", { name: "Sign In" })).toBeVisible();
   await expect(page.getByRole("link", { name: "Sell Tickets" })).toHaveCount(0);
-  await signUp(page, email("header"));
+  await signUp(page, address);
   for (const name of ["Sell Tickets", "My Orders", "Sign Out"]) {
     await expect(page.getByRole("link", { name })).toBeVisible();
   }
   await signOut(page);
   await expect(page.getByRole("link", { name: "Sign Up" })).toBeVisible();
+
+  // Signing in again: a wrong password is shown on the form, the right one signs in.
+  await signIn(page, address, "wrong-password");
+  await expect(page.getByRole("alert")).toContainText("Invalid credentials");
+  await expect(page.getByLabel("Email Address")).toHaveValue(address);
+  await signIn(page, address);
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByRole("link", { name: "Sign Out" })).toBeVisible();
 });
 
 test("at phone width every page fits and works", async ({ browser }) => {
