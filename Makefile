@@ -38,12 +38,14 @@ deps:
 	@cargo sqlx --version 2>/dev/null | grep -q "$(SQLX_CLI_VERSION)" || \
 		cargo install --locked sqlx-cli --version $(SQLX_CLI_VERSION) --no-default-features --features postgres,sqlx-toml
 
-## lint: formatting, clippy, and the offline query data (.sqlx/) against the migrations
+## lint: formatting, clippy, the documentation, and the offline query data (.sqlx/)
+## against the migrations
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 	# The testcontainers path is for machines with a Docker engine; here it is only compiled.
-	cargo clippy -p common --features testcontainers --locked -- -D warnings
+	cargo clippy -p testkit --features testcontainers --locked -- -D warnings
 	$(STACK) with-postgres scripts/sqlx-data.sh check
 
 ## sqlx-prepare: regenerate .sqlx/ after changing a query or a migration

@@ -2,8 +2,8 @@
 # `make dev`: the local stack with debug builds, rebuilt and restarted as you edit
 # (the original's skaffold + nodemon loop). Every second the sources are checked;
 # after a change the workspace is rebuilt and exactly the services whose binary
-# changed are restarted (an edit in common/ restarts them all, one in tickets/ only
-# tickets), with a line saying which. Ctrl-C stops the loop; `make down` the stack.
+# changed are restarted (an edit in common/ or kit/ restarts them all, one in bus/ the
+# services on the bus, one in tickets/ only tickets), with a line saying which. Ctrl-C stops the loop; `make down` the stack.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,7 +12,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SERVICES=(stripe-standin auth tickets orders payments expiration client)
 # With a real Stripe key there is no stand-in to restart.
 [ -n "${STRIPE_KEY:-}" ] && SERVICES=(auth tickets orders payments expiration client)
-WATCHED=(Cargo.toml Cargo.lock common auth tickets orders payments expiration client stripe-standin)
+WATCHED=(Cargo.toml Cargo.lock common kit bus auth tickets orders payments expiration client stripe-standin)
 
 log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
 

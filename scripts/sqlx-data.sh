@@ -6,7 +6,7 @@
 #   scripts/sqlx-data.sh check     fail if .sqlx/ does not match the code and migrations
 #
 # Each crate checks its queries against its own database (its sqlx.toml names the
-# variable: TICKETS_DATABASE_URL, ...); `common` against one holding only the bus
+# variable: TICKETS_DATABASE_URL, ...); `bus` against one holding only the bus
 # tables. Needs the local PostgreSQL (scripts/stack.sh start-postgres) and sqlx-cli.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_PORT="${PG_PORT:-55432}"
 ADMIN="postgres://postgres@127.0.0.1:$PG_PORT"
 # crate and whether it is on the event bus (its database holds the bus tables too)
-CRATES=("common 1" "auth 0" "tickets 1" "orders 1" "payments 1" "expiration 1")
+CRATES=("bus 1" "auth 0" "tickets 1" "orders 1" "payments 1" "expiration 1")
 
 psql_run() { psql -q -v ON_ERROR_STOP=1 "$@" >/dev/null; }
 
@@ -23,9 +23,9 @@ schema() {
   psql_run "$ADMIN/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   local file
   if [ "$bus" = 1 ]; then
-    for file in "$ROOT"/common/migrations/*.sql; do psql_run "$ADMIN/$db" -f "$file"; done
+    for file in "$ROOT"/bus/migrations/*.sql; do psql_run "$ADMIN/$db" -f "$file"; done
   fi
-  if [ "$crate" != common ]; then
+  if [ "$crate" != bus ]; then
     for file in "$ROOT/$crate"/migrations/*.sql; do psql_run "$ADMIN/$db" -f "$file"; done
   fi
   export "$(echo "$crate" | tr '[:lower:]' '[:upper:]')_DATABASE_URL=$ADMIN/$db"
@@ -37,7 +37,7 @@ case "${1:-}" in
     for entry in "${CRATES[@]}"; do schema $entry; done
     cd "$ROOT"
     # sqlx-cli wants one URL to check the server against; the macros use their own.
-    export DATABASE_URL="$COMMON_DATABASE_URL"
+    export DATABASE_URL="$BUS_DATABASE_URL"
     if [ "$1" = check ]; then
       cargo sqlx prepare --workspace --check -- --all-targets --locked
     else

@@ -1,4 +1,4 @@
-//! The auth service ([docs/api.md § Auth](../../docs/api.md#auth)): sign up, sign in,
+//! The auth service (`docs/api.md` § Auth): sign up, sign in,
 //! sign out and the current user.
 //!
 //! It owns the `users` table and is the only service that writes the session
@@ -11,18 +11,13 @@ pub mod user;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use common::SessionKeys;
-use common::cli::ServiceMain;
-use common::config::{self, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
-use common::db::Pools;
-use common::server::Service;
+use common::{Secret, SessionKeys};
+use kit::config::{self, ConfigError, Env, HttpConfig};
+use kit::db::{DatabaseConfig, Pools};
+use kit::{App, Service};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::password::Hasher;
-
-pub const SERVICE: &str = "auth";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -43,17 +38,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            jwt_key: config::jwt_key(env)?,
-            session_ttl: env.seconds("SESSION_TTL_SECONDS", 24 * 60 * 60)?,
-            cookie_secure: env.optional("COOKIE_SECURE", true)?,
-            hashing_threads: env.optional("PASSWORD_HASHING_THREADS", 2)?,
-        })
-    }
-
     /// Settings for tests: the test database, the test JWT key, plain-http cookies.
     pub fn for_tests(database_url: &str) -> Self {
         Self {
@@ -75,41 +59,32 @@ pub struct AppState {
     pub hasher: Hasher,
 }
 
-/// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let pools = Pools::connect(&config.database).await?;
-    pools.migrate(&MIGRATOR, false).await?;
-    let state = AppState {
-        pool: pools.http.clone(),
-        keys: SessionKeys::new(&config.jwt_key, config.session_ttl, config.cookie_secure),
-        hasher: Hasher::new(config.hashing_threads)?,
-    };
-    Service::new(SERVICE, routes::router(state), &config.http)
-        .with_pools(pools)
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "auth";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+            session_ttl: env.seconds("SESSION_TTL_SECONDS", 24 * 60 * 60)?,
+            cookie_secure: env.optional("COOKIE_SECURE", true)?,
+            hashing_threads: env.optional("PASSWORD_HASHING_THREADS", 2)?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
-    }
-
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
+    async fn start(self) -> anyhow::Result<App> {
+        let pools = Pools::connect(&self.database).await?;
+        pools.migrate(&MIGRATOR).await?;
+        let state = AppState {
+            pool: pools.http.clone(),
+            keys: SessionKeys::new(&self.jwt_key, self.session_ttl, self.cookie_secure),
+            hasher: Hasher::new(self.hashing_threads)?,
+        };
+        Ok(App::new(routes::router(state)).with_part(pools))
     }
 }

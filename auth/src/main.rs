@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    common::cli::main::<auth::Config>().await
+fn main() -> std::process::ExitCode {
+    kit::main::<auth::Config>()
 }

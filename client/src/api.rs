@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use axum::http::header::{COOKIE, LINK, SET_COOKIE};
-use common::config::{ConfigError, Env};
+use kit::config::{ConfigError, Env};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -117,7 +117,7 @@ fn links(header: &str) -> Vec<(String, String)> {
 
 impl Api {
     pub fn new(urls: ApiUrls) -> anyhow::Result<Self> {
-        common::install_tls_provider();
+        kit::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(3))

@@ -13,15 +13,10 @@ pub mod routes;
 pub mod security;
 
 use axum::extract::FromRef;
-use common::cli::ServiceMain;
-use common::config::{ConfigError, Env, HttpConfig};
-use common::server::Service;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use kit::config::{ConfigError, Env, HttpConfig};
+use kit::{App, Service};
 
 use crate::api::{Api, ApiUrls};
-
-pub const SERVICE: &str = "client";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,14 +28,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            api: ApiUrls::from_env(env)?,
-            stripe_publishable_key: env.maybe("STRIPE_PUBLISHABLE_KEY")?,
-        })
-    }
-
     /// Settings for tests, calling the API at `api`.
     pub fn for_tests(api: ApiUrls) -> Self {
         Self {
@@ -58,33 +45,26 @@ pub struct AppState {
     pub stripe_publishable_key: Option<String>,
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let state = AppState {
-        api: Api::new(config.api.clone())?,
-        stripe_publishable_key: config.stripe_publishable_key.clone(),
-    };
-    Service::new(SERVICE, routes::router(state), &config.http)
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "client";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            api: ApiUrls::from_env(env)?,
+            stripe_publishable_key: env.maybe("STRIPE_PUBLISHABLE_KEY")?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
+    async fn start(self) -> anyhow::Result<App> {
+        let state = AppState {
+            api: Api::new(self.api)?,
+            stripe_publishable_key: self.stripe_publishable_key,
+        };
+        Ok(App::new(routes::router(state)))
     }
 }

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    common::cli::main::<client::Config>().await
+fn main() -> std::process::ExitCode {
+    kit::main::<client::Config>()
 }

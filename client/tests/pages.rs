@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use client::api::ApiUrls;
-use common::testing::TestServer;
 use reqwest::redirect::Policy;
+use testkit::TestServer;
 
 /// The client, calling an API on a port where nothing listens.
 async fn client_without_api() -> (TestServer, reqwest::Client) {
@@ -14,10 +14,9 @@ async fn client_without_api() -> (TestServer, reqwest::Client) {
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let config = client::Config::for_tests(ApiUrls::all(&dead));
-    let server =
-        TestServer::start(move |listener, shutdown| client::run(config, listener, shutdown)).await;
+    let server = TestServer::serve(config).await;
     server.ready().await;
-    common::install_tls_provider();
+    kit::install_tls_provider();
     let http = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()

@@ -1,5 +1,5 @@
 //! The one error type of every service and the JSON error body of
-//! [docs/api.md § Errors](../../docs/api.md#errors).
+//! `docs/api.md` § Errors.
 //!
 //! Handlers return [`Result<T>`](crate::Result); whatever goes wrong becomes an
 //! [`Error`], and every [`Error`] answers with
@@ -65,6 +65,7 @@ pub enum Error {
     /// A database query failed (500); the cause is logged, never sent. Kept apart
     /// from [`Error::Internal`] so that a constraint violation can still be told apart
     /// (see [`ResultExt::on_constraint`]).
+    #[cfg(feature = "sqlx")]
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
     /// Anything unexpected (500); the cause is logged, never sent.
@@ -86,7 +87,9 @@ impl Error {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            #[cfg(feature = "sqlx")]
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -94,7 +97,9 @@ impl Error {
     pub fn body(&self) -> ErrorBody {
         let errors = match self {
             Self::Validation(fields) => fields.clone(),
-            Self::Database(_) | Self::Internal(_) => vec![message("Something went wrong")],
+            #[cfg(feature = "sqlx")]
+            Self::Database(_) => vec![message("Something went wrong")],
+            Self::Internal(_) => vec![message("Something went wrong")],
             other => vec![message(&other.to_string())],
         };
         ErrorBody { errors }
@@ -115,6 +120,7 @@ impl IntoResponse for Error {
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed")
             }
+            #[cfg(feature = "sqlx")]
             Self::Database(cause) => {
                 tracing::error!(error = %cause, "request failed: database query failed");
             }
@@ -130,6 +136,7 @@ impl IntoResponse for Error {
 /// ```ignore
 /// insert.await.on_constraint("users_email_key", |_| Error::bad_request("Email in use"))?;
 /// ```
+#[cfg(feature = "sqlx")]
 pub trait ResultExt<T> {
     fn on_constraint(
         self,
@@ -138,6 +145,7 @@ pub trait ResultExt<T> {
     ) -> Result<T, Error>;
 }
 
+#[cfg(feature = "sqlx")]
 impl<T> ResultExt<T> for Result<T, sqlx::Error> {
     fn on_constraint(
         self,

@@ -1,5 +1,5 @@
 //! Extractors that answer bad input with the error body of
-//! [docs/api.md § Errors](../../docs/api.md#errors).
+//! `docs/api.md` § Errors.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -87,7 +87,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 /// The `{id}` segment of a path, as a UUID. Anything else is a 404, as an id that
-/// does not exist would be ([docs/api.md § Values](../../docs/api.md#values)).
+/// does not exist would be (`docs/api.md` § Values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Id(pub Uuid);
 

@@ -1,57 +1,41 @@
-//! Shared mechanics of the Ticketing services.
+//! The contract every Ticketing service speaks.
 //!
-//! Every service is a small axum application that owns one PostgreSQL database and
-//! talks to the others only through events on NATS JetStream. What they have in
-//! common lives here, once:
+//! The services are small axum applications, each owning one PostgreSQL database and
+//! talking to the others only through events on NATS JetStream. What they must agree
+//! on lives here, once, as the course's `common` package held it:
 //!
-//! - [`error`]: the one error type and the JSON error body of
-//!   [docs/api.md § Errors](../../docs/api.md#errors);
+//! - [`events`]: the subjects of the `TICKETING` stream and their payload types, the
+//!   version rule replicas follow, and the AsyncAPI document built from them;
+//! - [`error`]: the one error type and the JSON error body (`docs/api.md` § Errors);
 //! - [`extract`]: request extractors that turn bad input into that error body;
-//! - [`session`]: the `session` cookie, its JWT and the current-user extractors;
+//! - `session` (feature `session`): the `session` cookie, its JWT and the
+//!   current-user extractors;
 //! - [`validate`]: per-field validation and the parsers for emails, ids and prices;
 //! - [`money`] and [`time`]: exact prices in cents and millisecond timestamps;
-//! - [`config`], [`telemetry`], [`http`], [`server`], [`db`]: configuration from
-//!   the environment, logs and metrics, the router scaffolding (health, readiness,
-//!   metrics, fallbacks, limits, timeouts), connection pools, and graceful start and
-//!   stop;
-//! - [`supervisor`] and [`prune`]: background work that is restarted when it fails,
-//!   and the job that keeps bookkeeping tables from growing for ever;
-//! - [`events`]: event subjects and payloads, the transactional outbox and its
-//!   relay, the durable consumer runner and parked events;
-//! - [`cli`]: the command line of every service binary (serve, `env`, `parked`).
+//! - [`Secret`]: a setting that never prints.
 //!
-//! With the `test-support` feature, [`testing`] starts fresh databases, private NATS
-//! servers and in-process services for integration tests.
+//! It knows no NATS client and no connection pool. With the `sqlx` feature, prices and
+//! order statuses map to PostgreSQL columns and a failed query converts into
+//! [`Error`]. How a service is configured, started and observed is the service kit's
+//! (`kit`); how events travel is the bus's (`bus`).
 
-pub mod cli;
-pub mod config;
-pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
-pub mod http;
 pub mod money;
-pub mod prune;
-pub mod server;
+mod secret;
+#[cfg(feature = "session")]
 pub mod session;
-pub mod supervisor;
-pub mod telemetry;
 pub mod time;
 pub mod validate;
 
-#[cfg(feature = "test-support")]
-pub mod testing;
-
-pub use error::{Error, ErrorBody, FieldError, ResultExt};
+#[cfg(feature = "sqlx")]
+pub use error::ResultExt;
+pub use error::{Error, ErrorBody, FieldError};
 pub use extract::{Id, Json, UncheckedId};
+pub use secret::Secret;
+#[cfg(feature = "session")]
 pub use session::{AuthUser, CurrentUser, SessionKeys, UserClaims};
-
-/// Installs `ring` as the process's TLS crypto provider (the one NATS already uses).
-/// HTTP clients are built without a default provider; call this before building one.
-pub fn install_tls_provider() {
-    // An error only means a provider is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
 
 /// The result type of handlers and of everything they call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

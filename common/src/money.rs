@@ -90,12 +90,14 @@ impl TryFrom<i64> for Price {
 }
 
 /// Stored as a `BIGINT` number of cents; a stored value outside (0, MAX] does not decode.
+#[cfg(feature = "sqlx")]
 impl sqlx::Type<sqlx::Postgres> for Price {
     fn type_info() -> sqlx::postgres::PgTypeInfo {
         <i64 as sqlx::Type<sqlx::Postgres>>::type_info()
     }
 }
 
+#[cfg(feature = "sqlx")]
 impl sqlx::Encode<'_, sqlx::Postgres> for Price {
     fn encode_by_ref(
         &self,
@@ -105,6 +107,7 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Price {
     }
 }
 
+#[cfg(feature = "sqlx")]
 impl sqlx::Decode<'_, sqlx::Postgres> for Price {
     fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
         let cents = <i64 as sqlx::Decode<sqlx::Postgres>>::decode(value)?;

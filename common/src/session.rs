@@ -1,6 +1,6 @@
 //! The session: a cookie named `session` holding base64(`{"jwt":"<HS256 token>"}`),
 //! the format of the `cookie-session` npm package the original service used
-//! ([docs/api.md § Session cookie](../../docs/api.md#session-cookie)).
+//! (`docs/api.md` § Session cookie).
 //!
 //! Any service reads it with [`CurrentUser`] (optional) or [`AuthUser`] (required);
 //! only auth writes it, with [`SessionKeys::issue`] and [`SessionKeys::cookie`].
@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::config::Secret;
+use crate::Secret;
 
 pub const COOKIE_NAME: &str = "session";
 

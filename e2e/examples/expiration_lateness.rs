@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, Subject};
-use common::testing::EventProbe;
 use e2e::{Options, Stack};
 use futures::StreamExt;
 use serde_json::json;
+use testkit::EventProbe;
 use uuid::Uuid;
 
 #[tokio::main]

@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::testing::wait_until;
 use e2e::{Options, Stack};
 use futures::StreamExt;
 use serde_json::json;
+use testkit::wait_until;
 use uuid::Uuid;
 
 #[tokio::main]

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use common::config::BusConfig;
-use common::testing::{TestDatabase, TestNats, TestResponse, TestServer, cookie_of, wait_until};
+use bus::BusConfig;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use stripe_standin::StandIn;
+use testkit::{TestDatabase, TestNats, TestResponse, TestServer, cookie_of, wait_until};
 
 pub struct Options {
     /// How long a buyer has to pay (orders' `EXPIRATION_WINDOW_SECONDS`).
@@ -72,24 +72,24 @@ where
 impl Stack {
     pub async fn start(options: Options) -> Self {
         let nats = TestNats::start().await;
-        let auth = start(|db, l, s| auth::run(auth::Config::for_tests(db), l, s)).await;
+        let auth = start(|db, l, s| kit::serve(auth::Config::for_tests(db), l, s)).await;
         let tickets = start(|db, l, s| {
             let mut config = tickets::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
-            tickets::run(config, l, s)
+            kit::serve(config, l, s)
         })
         .await;
         let orders = start(|db, l, s| {
             let mut config = orders::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
             config.expiration_window = options.expiration_window;
-            orders::run(config, l, s)
+            kit::serve(config, l, s)
         })
         .await;
         let expiration = start(|db, l, s| {
             let mut config = expiration::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
-            expiration::run(config, l, s)
+            kit::serve(config, l, s)
         })
         .await;
         let stripe = StandIn::new(Some(STRIPE_KEY.into()));
@@ -102,7 +102,7 @@ impl Stack {
             let mut config =
                 payments::Config::for_tests(db, &nats.url, &stripe_server.url(""), STRIPE_KEY);
             config.bus = bus(config.bus);
-            payments::run(config, l, s)
+            kit::serve(config, l, s)
         })
         .await;
         Self {

@@ -7,9 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use common::testing::wait::wait_at_most;
-use common::testing::{cookie_of, http_client, wait_until};
 use serde_json::{Value, json};
+use testkit::wait::wait_at_most;
+use testkit::{cookie_of, http_client, wait_until};
 
 fn ingress() -> String {
     std::env::var("STACK_URL").expect("STACK_URL (run through scripts/stack-test.sh)")
@@ -25,7 +25,7 @@ fn service_port(offset: u16) -> u16 {
 
 /// `scripts/stack.sh ARGS...` with the stack's settings (inherited).
 fn stack(args: &[&str]) {
-    let root = common::testing::workspace_root();
+    let root = testkit::workspace_root();
     let status = Command::new(root.join("scripts/stack.sh"))
         .args(args)
         .status()

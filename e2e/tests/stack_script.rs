@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn stack(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    let root = common::testing::workspace_root();
+    let root = testkit::workspace_root();
     Command::new(root.join("scripts/stack.sh"))
         .args(args)
         .env("STACK_DIR", dir)

@@ -1,4 +1,4 @@
-//! The expiration service ([docs/api.md § Events](../../docs/api.md#events)): for
+//! The expiration service (`docs/api.md` § Events): for
 //! every `order.created` it schedules `expiration.complete` at the order's
 //! `expiresAt`, in its own database.
 //!
@@ -16,15 +16,10 @@ pub mod events;
 pub mod schedule;
 pub mod scheduler;
 
-use common::cli::ServiceMain;
-use common::config::{BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig};
-use common::events::Consumers;
-use common::server::Backend;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-pub const SERVICE: &str = "expiration";
+use bus::{BusConfig, Listeners, OnBus};
+use kit::config::{ConfigError, Env, HttpConfig};
+use kit::db::DatabaseConfig;
+use kit::{App, Service};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -36,14 +31,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            bus: BusConfig::from_env(env)?,
-        })
-    }
-
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             http: HttpConfig::for_tests(),
@@ -53,54 +40,38 @@ impl Config {
     }
 }
 
-/// The listener: orders enter the schedule.
-pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
-    Consumers::new(SERVICE, pool, &config.bus).listen(events::OrderCreatedListener)
-}
-
-/// Connects, migrates, schedules and serves health until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
-    let consumers = consumers(&config, backend.pools.events.clone());
-    let pool = backend.pools.events.clone();
-    backend
-        .service(
-            SERVICE,
-            axum::Router::new(),
-            &config.http,
-            &config.bus,
-            consumers,
-        )
-        .prune("schedules", "fired_at")
-        .with_task("scheduler", move |stop| scheduler::run(pool.clone(), stop))
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "expiration";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
+    /// Health only, and the scheduler.
+    async fn start(self) -> anyhow::Result<App> {
+        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let pool = backend.pools.events.clone();
+        Ok(backend
+            .app(axum::Router::new())
+            .with_task("scheduler", move |stop| scheduler::run(pool.clone(), stop)))
     }
+}
 
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
-    }
+impl OnBus for Config {
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    /// Fired entries, kept a while for the record.
+    const PRUNED: &'static [(&'static str, &'static str)] = &[("schedules", "fired_at")];
 
-    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
-        Ok(Some(consumers(self, pool)))
+    /// Orders enter the schedule.
+    fn listeners() -> Listeners {
+        Listeners::new().listen(events::OrderCreatedListener)
     }
 }

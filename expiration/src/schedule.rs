@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use common::db::{Signal, Tx};
-use common::events::{ExpirationComplete, append};
+use bus::append;
+use bus::{Signal, Tx};
+use common::events::ExpirationComplete;
 use common::time::Timestamp;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -404,5 +404,51 @@ class Workflows(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(ROOT, service, "Dockerfile")))
 
 
+BUS_SERVICES = ["tickets", "orders", "payments", "expiration"]
+BINARIES = APPS + ["stripe-standin", "loadgen"]
+
+
+def run_binary(name, *args):
+    binary = os.path.join(ROOT, "target", "debug", name)
+    return subprocess.run([binary, *args], env={}, capture_output=True, text=True, timeout=30)
+
+
+class Binaries(unittest.TestCase):
+    """Every binary's command line: `--help` on it and its commands, and mistakes
+    refused with exit code 2 and a message that names them."""
+
+    def assert_refused(self, name, args, named):
+        result = run_binary(name, *args)
+        self.assertEqual(result.returncode, 2, f"{name} {' '.join(args)}: {result.stderr}")
+        self.assertIn(named, result.stderr, f"{name} {' '.join(args)}")
+
+    def test_every_binary_answers_help_and_refuses_unknown_options(self):
+        for name in BINARIES:
+            with self.subTest(binary=name):
+                result = run_binary(name, "--help")
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertIn(f"Usage: {name}", result.stdout)
+                self.assert_refused(name, ["--no-such-option"], "--no-such-option")
+
+    def test_each_command_answers_help_and_only_what_the_binary_has_is_offered(self):
+        for name in APPS:
+            with self.subTest(binary=name):
+                self.assertEqual(run_binary(name, "env", "--help").returncode, 0)
+                self.assert_refused(name, ["env", "--jsno"], "--jsno")
+                self.assert_refused(name, ["serve", "now"], "now")
+                if name in BUS_SERVICES:
+                    help = run_binary(name, "parked", "--help")
+                    self.assertEqual(help.returncode, 0, help.stderr)
+                    self.assertIn("redrive", help.stdout)
+                    self.assert_refused(name, ["parked", "redrive"], "--all")
+                    self.assert_refused(name, ["parked", "redrive", "forty-two"], "forty-two")
+                else:
+                    self.assert_refused(name, ["parked", "list"], "parked")
+        self.assert_refused("loadgen", ["journeys", "--durtion", "5m"], "--durtion")
+        self.assert_refused("loadgen", ["chaos", "--rate", "fast"], "--rate")
+        self.assert_refused("loadgen", ["stampede"], "stampede")
+        self.assert_refused("stripe-standin", ["--port", "eighty"], "--port")
+
+
 if __name__ == "__main__":
     unittest.main()

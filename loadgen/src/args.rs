@@ -1,59 +1,78 @@
-//! A small command line: `loadgen COMMAND [--name value]...`.
+//! The command line, parsed with clap: `loadgen --help` lists the commands,
+//! `loadgen <command> --help` their options; an unknown option or a bad value is
+//! refused with a message naming it (exit code 2).
 
-use std::collections::HashMap;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 
-pub struct Args {
-    pub command: String,
-    options: HashMap<String, String>,
+/// Load, measure and break the Ticketing stack (loopback only). The stack's ports come
+/// from the same environment variables as scripts/stack.sh (INGRESS_PORT, PG_PORT,
+/// NATS_PORT, SERVICE_PORT_BASE, STANDIN_PORT).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-impl Args {
-    pub fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
-        let command = args.next().unwrap_or_default();
-        let mut options = HashMap::new();
-        while let Some(arg) = args.next() {
-            let Some(name) = arg.strip_prefix("--") else {
-                bail!("unexpected argument {arg:?}");
-            };
-            let value = args
-                .next()
-                .with_context(|| format!("--{name} needs a value"))?;
-            options.insert(name.to_owned(), value);
-        }
-        Ok(Self { command, options })
-    }
-
-    pub fn get<T: FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.options.get(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--{name} {raw:?}: {e}")),
-        }
-    }
-
-    pub fn text(&self, name: &str, default: &str) -> String {
-        self.options
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-
-    /// A duration such as `500ms`, `30s` or `2m`.
-    pub fn duration(&self, name: &str, default: Duration) -> anyhow::Result<Duration> {
-        self.options
-            .get(name)
-            .map_or(Ok(default), |raw| parse_duration(raw))
-    }
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Realistic journeys (browse, buy and pay, cancel, let expire) through the ingress.
+    Journeys {
+        /// Journeys started per second (open loop); without it, `--concurrency` users
+        /// each run one journey after another.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Users running journeys at once, when no `--rate` is given.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// How long to run, e.g. `500ms`, `30s`, `2m`.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Stop after this many journeys instead.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Distinct users the journeys sign in as.
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// The ingress to go through (default: the local stack's).
+        #[arg(long)]
+        base: Option<String>,
+    },
+    /// Journeys while faults are injected in turn, then the invariant checker.
+    Chaos {
+        /// How long to run, e.g. `60s`, `3m`.
+        #[arg(long, default_value = "3m", value_parser = parse_duration)]
+        duration: Duration,
+        /// Journeys started per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+    },
+    /// The invariant checker alone, once the stack is quiet.
+    Check,
+    /// Every measurement of `make bench`, written as JSON.
+    Bench {
+        /// Where the results go.
+        #[arg(long, default_value = "target/bench/results.json")]
+        out: PathBuf,
+    },
+    /// Only bench's orders and expiration lateness.
+    Lateness,
+    /// Writes docs/benchmarks.md from bench's results.
+    Report {
+        /// The results of `loadgen bench`.
+        #[arg(long, default_value = "target/bench/results.json")]
+        results: PathBuf,
+        /// The document to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        markdown: PathBuf,
+    },
 }
 
+/// A duration such as `500ms`, `30s` or `2m` (a bare number is seconds).
 pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
     let (number, unit) = raw.split_at(raw.find(|c: char| c.is_alphabetic()).unwrap_or(raw.len()));
     let number: f64 = number
@@ -65,11 +84,13 @@ pub fn parse_duration(raw: &str) -> anyhow::Result<Duration> {
         "m" => number * 60.0,
         other => bail!("unknown unit {other:?} in {raw:?}"),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).with_context(|| format!("{raw:?} is not a duration"))
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
     #[test]
@@ -78,5 +99,27 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn options_parse_and_mistakes_are_refused_by_name() {
+        let cli = Cli::try_parse_from(["loadgen", "journeys", "--duration", "5m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Journeys { duration, rate: None, .. } if duration == Duration::from_secs(300)
+        ));
+        let typo = Cli::try_parse_from(["loadgen", "journeys", "--durtion", "5m"]).unwrap_err();
+        assert_eq!(typo.kind(), ErrorKind::UnknownArgument);
+        assert_eq!(typo.exit_code(), 2);
+        assert!(typo.to_string().contains("--durtion"), "{typo}");
+        let bad = Cli::try_parse_from(["loadgen", "chaos", "--rate", "fast"]).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::ValueValidation);
+        assert!(bad.to_string().contains("--rate"), "{bad}");
+        let unknown = Cli::try_parse_from(["loadgen", "stampede"]).unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::InvalidSubcommand);
+        let help = Cli::try_parse_from(["loadgen", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("journeys"), "{help}");
     }
 }

@@ -416,7 +416,7 @@ mod tests {
             .await
             .unwrap();
             planted.parked = sqlx::query_scalar(
-                "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
+                "INSERT INTO parked_events (event_id, subject, payload, failures, error)
                  VALUES ('planted', 'ticket.created', '{}', 1, 'planted by the checker test') RETURNING id",
             )
             .fetch_one(db.get("tickets"))

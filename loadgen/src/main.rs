@@ -7,6 +7,7 @@
 //! loadgen bench    [--out target/bench/results.json]  every measurement of make bench
 //! loadgen lateness                                  only bench's orders and expiration lateness
 //! loadgen report   --results FILE [--markdown docs/benchmarks.md]
+//! loadgen --help, loadgen <command> --help
 //! ```
 //!
 //! The stack's ports come from the same environment variables as scripts/stack.sh
@@ -25,12 +26,26 @@ mod stats;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::args::Args;
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
 use crate::stack::Stack;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
+fn main() -> ExitCode {
+    // Arguments first: `--help` and mistakes need no runtime and no stack.
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("loadgen: {error:#}");
@@ -39,28 +54,33 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<ExitCode> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // reqwest is built without a default TLS provider; every command's clients (the
     // invariant checker's Stripe ledger read included) need one installed first.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse(std::env::args().skip(1))?;
     let stack = Stack::from_env()?;
-    match args.command.as_str() {
-        "journeys" => {
-            let rate: f64 = args.get("rate", 0.0)?;
+    match command {
+        Command::Journeys {
+            rate,
+            concurrency,
+            duration,
+            count,
+            users,
+            base,
+        } => {
             let config = journeys::Config {
-                base: args.text("base", &stack.ingress()),
-                rate: (rate > 0.0).then_some(rate),
-                concurrency: args.get("concurrency", 32)?,
-                duration: args.duration("duration", Duration::from_secs(30))?,
-                count: args.get("count", 0_u64).map(|c| (c > 0).then_some(c))?,
-                users: args.get("users", 20)?,
+                base: base.unwrap_or_else(|| stack.ingress()),
+                rate: rate.filter(|rate| *rate > 0.0),
+                concurrency,
+                duration,
+                count: count.filter(|count| *count > 0),
+                users,
                 only: None,
             };
             journeys::run(config).await?.print();
             Ok(ExitCode::SUCCESS)
         }
-        "lateness" => {
+        Command::Lateness => {
             let http = reqwest::Client::new();
             let (orders, late) = bench::orders_and_lateness(&stack, &http).await?;
             println!(
@@ -73,9 +93,8 @@ async fn run() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        "chaos" => {
-            let duration = args.duration("duration", Duration::from_secs(180))?;
-            let outcome = chaos::run(&stack, duration, args.get("rate", 20.0)?).await?;
+        Command::Chaos { duration, rate } => {
+            let outcome = chaos::run(&stack, duration, rate).await?;
             outcome.journeys.print();
             let findings = &outcome.findings;
             println!(
@@ -110,7 +129,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        "check" => {
+        Command::Check => {
             invariants::quiesce(&stack, Duration::from_secs(120)).await?;
             let findings = invariants::check(&stack).await?;
             println!(
@@ -130,28 +149,22 @@ async fn run() -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        "bench" => {
-            let out = args.text("out", "target/bench/results.json");
+        Command::Bench { out } => {
             let results = bench::run(&stack).await?;
-            if let Some(parent) = std::path::Path::new(&out).parent() {
+            if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-            println!("results written to {out}");
+            println!("results written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        "report" => {
-            let results =
-                std::fs::read_to_string(args.text("results", "target/bench/results.json"))?;
+        Command::Report { results, markdown } => {
+            let results = std::fs::read_to_string(&results)
+                .with_context(|| format!("reading {}", results.display()))?;
             let results: bench::Results = serde_json::from_str(&results)?;
-            let markdown = args.text("markdown", "docs/benchmarks.md");
-            report::write(&results, std::path::Path::new(&markdown))?;
-            println!("report written to {markdown}");
+            report::write(&results, &markdown)?;
+            println!("report written to {}", markdown.display());
             Ok(ExitCode::SUCCESS)
-        }
-        other => {
-            eprintln!("unknown command {other:?}; see the documentation of loadgen/src/main.rs");
-            Ok(ExitCode::from(2))
         }
     }
 }

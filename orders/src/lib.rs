@@ -1,4 +1,4 @@
-//! The orders service ([docs/api.md § Orders](../../docs/api.md#orders)): buyers
+//! The orders service (`docs/api.md` § Orders): buyers
 //! reserve tickets by ordering them.
 //!
 //! It keeps a replica of the tickets (from `ticket.created` / `ticket.updated`, in
@@ -14,16 +14,12 @@ pub mod routes;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use common::SessionKeys;
-use common::cli::ServiceMain;
-use common::config::{self, BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
-use common::events::Consumers;
-use common::server::Backend;
+use bus::{BusConfig, Listeners, OnBus};
+use common::{Secret, SessionKeys};
+use kit::config::{self, ConfigError, Env, HttpConfig};
+use kit::db::DatabaseConfig;
+use kit::{App, Service};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-pub const SERVICE: &str = "orders";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -39,16 +35,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            bus: BusConfig::from_env(env)?,
-            jwt_key: config::jwt_key(env)?,
-            expiration_window: env.seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
-        })
-    }
-
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             http: HttpConfig::for_tests(),
@@ -67,60 +53,43 @@ pub struct AppState {
     pub expiration_window: chrono::TimeDelta,
 }
 
-/// The listeners: the ticket replica, expiry and payment.
-pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
-    Consumers::new(SERVICE, pool, &config.bus)
-        .listen(events::TicketCreatedListener)
-        .listen(events::TicketUpdatedListener)
-        .listen(events::ExpirationCompleteListener)
-        .listen(events::PaymentCreatedListener)
-}
-
-/// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
-    let state = AppState {
-        pool: backend.pools.http.clone(),
-        keys: SessionKeys::reader(&config.jwt_key),
-        expiration_window: chrono::TimeDelta::from_std(config.expiration_window)?,
-    };
-    let consumers = consumers(&config, backend.pools.events.clone());
-    backend
-        .service(
-            SERVICE,
-            routes::router(state),
-            &config.http,
-            &config.bus,
-            consumers,
-        )
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "orders";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+            expiration_window: env.seconds("EXPIRATION_WINDOW_SECONDS", 15 * 60)?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
+    async fn start(self) -> anyhow::Result<App> {
+        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let state = AppState {
+            pool: backend.pools.http.clone(),
+            keys: SessionKeys::reader(&self.jwt_key),
+            expiration_window: chrono::TimeDelta::from_std(self.expiration_window)?,
+        };
+        Ok(backend.app(routes::router(state)))
     }
+}
 
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
-    }
+impl OnBus for Config {
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
 
-    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
-        Ok(Some(consumers(self, pool)))
+    /// The ticket replica, expiry and payment.
+    fn listeners() -> Listeners {
+        Listeners::new()
+            .listen(events::TicketCreatedListener)
+            .listen(events::TicketUpdatedListener)
+            .listen(events::ExpirationCompleteListener)
+            .listen(events::PaymentCreatedListener)
     }
 }

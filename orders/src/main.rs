@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    common::cli::main::<orders::Config>().await
+fn main() -> std::process::ExitCode {
+    bus::main::<orders::Config>()
 }

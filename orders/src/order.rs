@@ -1,9 +1,8 @@
 //! Orders and their queries.
 
-use common::db::Tx;
-use common::events::{
-    OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef, append,
-};
+use bus::Tx;
+use bus::append;
+use common::events::{OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef};
 use common::money::Price;
 use common::time::Timestamp;
 use serde::Serialize;

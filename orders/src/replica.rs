@@ -1,7 +1,7 @@
 //! The replica of the tickets service's tickets, fed by `ticket.created` and
 //! `ticket.updated` in version order.
 
-use common::db::Tx;
+use bus::Tx;
 use common::money::Price;
 use sqlx::PgExecutor;
 use uuid::Uuid;

@@ -1,6 +1,6 @@
 //! Charges: every attempt to pay for an order, and its queries.
 
-use common::db::{Signal, Tx};
+use bus::{Signal, Tx};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 

@@ -1,4 +1,4 @@
-//! The payments service ([docs/api.md § Payments](../../docs/api.md#payments)): charges
+//! The payments service (`docs/api.md` § Payments): charges
 //! an order through Stripe and records every attempt as a charge.
 //!
 //! Paying races with expiring. The orders service decides (first transition wins);
@@ -18,19 +18,14 @@ pub mod stripe;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use common::SessionKeys;
-use common::cli::ServiceMain;
-use common::config::{self, BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
-use common::events::Consumers;
-use common::server::Backend;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use bus::{BusConfig, Listeners, OnBus};
+use common::{Secret, SessionKeys};
+use kit::config::{self, ConfigError, Env, HttpConfig};
+use kit::db::DatabaseConfig;
+use kit::{App, Service};
 
 use crate::settle::Payments;
 use crate::stripe::{Stripe, StripeConfig};
-
-pub const SERVICE: &str = "payments";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -49,17 +44,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            bus: BusConfig::from_env(env)?,
-            jwt_key: config::jwt_key(env)?,
-            stripe: StripeConfig::from_env(env)?,
-            reconcile_after: env.seconds("CHARGE_RECONCILE_AFTER_SECONDS", 60)?,
-        })
-    }
-
     /// Settings for tests, against the Stripe stand-in at `stripe_api_base` (with the
     /// key `stripe_key`).
     pub fn for_tests(
@@ -90,63 +74,49 @@ pub struct AppState {
     pub payments: Payments,
 }
 
-/// The listeners: the order replica, and refunds for cancelled orders.
-pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
-    Consumers::new(SERVICE, pool, &config.bus)
-        .listen(events::OrderCreatedListener)
-        .listen(events::OrderCancelledListener)
-}
-
-/// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let stripe = Stripe::new(&config.stripe)?;
-    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
-    let state = AppState {
-        keys: SessionKeys::reader(&config.jwt_key),
-        payments: Payments::new(backend.pools.http.clone(), stripe.clone()),
-    };
-    let consumers = consumers(&config, backend.pools.events.clone());
-    let background = Payments::new(backend.pools.events.clone(), stripe);
-    let reconcile_after = config.reconcile_after;
-    backend
-        .service(
-            SERVICE,
-            routes::router(state),
-            &config.http,
-            &config.bus,
-            consumers,
-        )
-        .with_task("reconciler", move |stop| {
-            reconciler::run(background.clone(), reconcile_after, stop)
-        })
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "payments";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+            stripe: StripeConfig::from_env(env)?,
+            reconcile_after: env.seconds("CHARGE_RECONCILE_AFTER_SECONDS", 60)?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
+    /// The API, and the reconciler that settles interrupted charges and makes refunds.
+    async fn start(self) -> anyhow::Result<App> {
+        let stripe = Stripe::new(&self.stripe)?;
+        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let state = AppState {
+            keys: SessionKeys::reader(&self.jwt_key),
+            payments: Payments::new(backend.pools.http.clone(), stripe.clone()),
+        };
+        let background = Payments::new(backend.pools.events.clone(), stripe);
+        let reconcile_after = self.reconcile_after;
+        Ok(backend
+            .app(routes::router(state))
+            .with_task("reconciler", move |stop| {
+                reconciler::run(background.clone(), reconcile_after, stop)
+            }))
     }
+}
 
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
-    }
+impl OnBus for Config {
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
 
-    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
-        Ok(Some(consumers(self, pool)))
+    /// The order replica, and refunds for cancelled orders.
+    fn listeners() -> Listeners {
+        Listeners::new()
+            .listen(events::OrderCreatedListener)
+            .listen(events::OrderCancelledListener)
     }
 }

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    common::cli::main::<payments::Config>().await
+fn main() -> std::process::ExitCode {
+    bus::main::<payments::Config>()
 }

@@ -1,7 +1,7 @@
 //! The replica of the orders service's orders, fed by `order.created` and
 //! `order.cancelled` in version order.
 
-use common::db::Tx;
+use bus::Tx;
 use common::events::OrderStatus;
 use sqlx::PgExecutor;
 use uuid::Uuid;

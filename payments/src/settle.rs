@@ -20,8 +20,9 @@
 //! the reconciler after a crash) never charges or refunds twice.
 
 use anyhow::Context;
-use common::db::Tx;
-use common::events::{OrderStatus, PaymentCreated, append};
+use bus::Tx;
+use bus::append;
+use common::events::{OrderStatus, PaymentCreated};
 use sqlx::PgPool;
 use uuid::Uuid;
 

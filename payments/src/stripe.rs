@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use common::config::{ConfigError, Env, Secret};
+use kit::config::{ConfigError, Env, Secret};
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ struct ErrorDetail {
 
 impl Stripe {
     pub fn new(config: &StripeConfig) -> anyhow::Result<Self> {
-        common::install_tls_provider();
+        kit::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))

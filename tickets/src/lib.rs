@@ -1,4 +1,4 @@
-//! The tickets service ([docs/api.md § Tickets](../../docs/api.md#tickets)): sellers
+//! The tickets service (`docs/api.md` § Tickets): sellers
 //! list and edit tickets; a ticket is reserved while an order holds it, which this
 //! service learns from order events.
 //!
@@ -11,16 +11,12 @@ pub mod routes;
 pub mod ticket;
 
 use axum::extract::FromRef;
-use common::SessionKeys;
-use common::cli::ServiceMain;
-use common::config::{self, BusConfig, ConfigError, DatabaseConfig, Env, HttpConfig, Secret};
-use common::events::Consumers;
-use common::server::Backend;
+use bus::{BusConfig, Listeners, OnBus};
+use common::{Secret, SessionKeys};
+use kit::config::{self, ConfigError, Env, HttpConfig};
+use kit::db::DatabaseConfig;
+use kit::{App, Service};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-pub const SERVICE: &str = "tickets";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -34,15 +30,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            bus: BusConfig::from_env(env)?,
-            jwt_key: config::jwt_key(env)?,
-        })
-    }
-
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             http: HttpConfig::for_tests(),
@@ -59,58 +46,41 @@ pub struct AppState {
     pub keys: SessionKeys,
 }
 
-/// The listeners: tickets learn of reservations from the orders service.
-pub fn consumers(config: &Config, pool: PgPool) -> Consumers {
-    Consumers::new(SERVICE, pool, &config.bus)
-        .listen(events::OrderCreatedListener)
-        .listen(events::OrderCancelledListener)
-}
-
-/// Connects, migrates and serves until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let backend = Backend::connect(SERVICE, &config.database, &config.bus, &MIGRATOR).await?;
-    let state = AppState {
-        pool: backend.pools.http.clone(),
-        keys: SessionKeys::reader(&config.jwt_key),
-    };
-    let consumers = consumers(&config, backend.pools.events.clone());
-    backend
-        .service(
-            SERVICE,
-            routes::router(state),
-            &config.http,
-            &config.bus,
-            consumers,
-        )
-        .prune("cancelled_orders", "cancelled_at")
-        .run(listener, shutdown)
-        .await
-}
-
-impl ServiceMain for Config {
-    const NAME: &'static str = SERVICE;
+impl Service for Config {
+    const NAME: &'static str = "tickets";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            jwt_key: config::jwt_key(env)?,
+        })
     }
 
     fn http(&self) -> &HttpConfig {
         &self.http
     }
 
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
+    async fn start(self) -> anyhow::Result<App> {
+        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let state = AppState {
+            pool: backend.pools.http.clone(),
+            keys: SessionKeys::reader(&self.jwt_key),
+        };
+        Ok(backend.app(routes::router(state)))
     }
+}
 
-    async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self, listener, shutdown).await
-    }
+impl OnBus for Config {
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    /// Cancellations remembered so that a late `order.created` does not reserve again.
+    const PRUNED: &'static [(&'static str, &'static str)] = &[("cancelled_orders", "cancelled_at")];
 
-    fn consumers(&self, pool: PgPool) -> anyhow::Result<Option<Consumers>> {
-        Ok(Some(consumers(self, pool)))
+    /// Tickets learn of reservations from the orders service.
+    fn listeners() -> Listeners {
+        Listeners::new()
+            .listen(events::OrderCreatedListener)
+            .listen(events::OrderCancelledListener)
     }
 }

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    common::cli::main::<tickets::Config>().await
+fn main() -> std::process::ExitCode {
+    bus::main::<tickets::Config>()
 }

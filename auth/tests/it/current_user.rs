@@ -1,14 +1,14 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::config::Secret;
 use common::session::{SessionKeys, UserClaims};
-use common::testing::JWT_KEY;
 use jsonwebtoken::{EncodingKey, Header};
+use kit::config::Secret;
 use serde_json::{Value, json};
 use std::time::Duration;
+use testkit::JWT_KEY;
 use uuid::Uuid;
 
-use common::testing::cookie_of;
+use testkit::cookie_of;
 
 use crate::Auth;
 

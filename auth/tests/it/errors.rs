@@ -1,5 +1,5 @@
-use common::testing::TestResponse;
 use serde_json::{Value, json};
+use testkit::TestResponse;
 
 use crate::Auth;
 

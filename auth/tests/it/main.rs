@@ -9,8 +9,8 @@ mod signin;
 mod signout;
 mod signup;
 
-use common::testing::{TestDatabase, TestResponse, TestServer};
 use serde_json::{Value, json};
+use testkit::{TestDatabase, TestResponse, TestServer};
 
 /// A running auth service with its own fresh database.
 pub struct Auth {
@@ -22,9 +22,7 @@ impl Auth {
     pub async fn start() -> Self {
         let database = TestDatabase::create().await;
         let config = auth::Config::for_tests(&database.url);
-        let server =
-            TestServer::start(move |listener, shutdown| auth::run(config, listener, shutdown))
-                .await;
+        let server = TestServer::serve(config).await;
         Self {
             server,
             _database: database,

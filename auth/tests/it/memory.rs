@@ -1,9 +1,9 @@
 use std::time::Duration;
 
-use common::testing::wait::wait_at_most;
-use common::testing::{JWT_KEY, ServiceProcess, TestDatabase, http_client};
 use futures::future::join_all;
 use serde_json::json;
+use testkit::wait::wait_at_most;
+use testkit::{JWT_KEY, ServiceProcess, TestDatabase, http_client};
 
 /// Kilobytes of `name` (`VmRSS`, `VmHWM`) in /proc/<pid>/status.
 fn memory_kb(pid: u32, name: &str) -> u64 {

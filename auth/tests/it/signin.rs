@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use common::testing::cookie_of;
+use testkit::cookie_of;
 
 use crate::Auth;
 

@@ -1,5 +1,5 @@
-use common::testing::cookie_of;
 use serde_json::json;
+use testkit::cookie_of;
 
 use crate::Auth;
 

@@ -1,7 +1,7 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use common::testing::cookie_of;
+use testkit::cookie_of;
 
 use crate::Auth;
 

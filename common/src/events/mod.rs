@@ -1,29 +1,33 @@
-//! The event bus ([docs/api.md § Events](../../../docs/api.md#events)).
+//! The events (`docs/api.md` § Events): what travels on the bus, and the rules both
+//! ends of it keep.
 //!
-//! - [`payloads`]: the six subjects and their payload types, shared by publisher and
-//!   consumers so that both sides agree at compile time;
-//! - [`stream`]: connecting to NATS and creating the `TICKETING` stream;
-//! - [`outbox`]: appending an event inside the caller's transaction, and the relay
-//!   that publishes committed events to JetStream;
-//! - [`consumer`]: durable pull consumers that handle each event exactly once in
-//!   effect;
-//! - [`parked`]: the operator's view of events that could not be handled, and
-//!   re-driving them;
+//! - [`Subject`]: the six subjects of the `TICKETING` stream, who publishes each and
+//!   who consumes it;
+//! - [`payloads`]: their payload types, field for field the original's JSON, shared
+//!   by publisher and consumers so that both sides agree at compile time;
+//! - [`Sequence`]: the version rule replicas apply updates by;
 //! - [`schema`]: the events as an AsyncAPI document (`docs/asyncapi.yaml`).
+//!
+//! Publishing and consuming them (outbox, relay, durable consumers) is the `bus`
+//! crate's work.
 
-pub mod consumer;
-pub mod outbox;
-pub mod parked;
 pub mod payloads;
 pub mod schema;
-pub mod stream;
 
-pub use consumer::{Consumers, Handled, Listener};
-pub use outbox::{Relay, Staged, append};
 pub use payloads::*;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// The one stream that holds every subject.
+pub const STREAM: &str = "TICKETING";
+
+/// The durable consumer of a service for a subject, `<service>-<subject>`
+/// (`tickets-order-created`): one per service and subject, shared by the service's
+/// replicas.
+pub fn durable_name(service: &str, subject: Subject) -> String {
+    format!("{service}-{}", subject.as_str().replace('.', "-"))
+}
 
 /// The subjects of the `TICKETING` stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,7 +124,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Where an incoming version stands against a replica's
-/// ([docs/api.md § Guarantees](../../../docs/api.md#guarantees), 3).
+/// (`docs/api.md` § Guarantees, 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sequence {
     /// Exactly one more than the replica's: apply it.
@@ -138,28 +142,6 @@ impl Sequence {
             Some(d) if d <= 0 => Self::Stale,
             _ => Self::Gap,
         }
-    }
-}
-
-/// The replica version rule, in one place: `None` when `incoming` is the next version
-/// of the replica's record (apply it), otherwise what the listener answers: done for
-/// an old version, not yet for a gap or for a record the replica has not seen yet.
-///
-/// ```
-/// # use common::events::{Handled, unless_next};
-/// assert_eq!(unless_next(Some(3), 4), None);
-/// assert_eq!(unless_next(Some(3), 3), Some(Handled::Done));
-/// assert!(matches!(unless_next(Some(3), 5), Some(Handled::NotYet(_))));
-/// assert!(matches!(unless_next(None, 1), Some(Handled::NotYet(_))));
-/// ```
-pub fn unless_next(replica: Option<i64>, incoming: i64) -> Option<Handled> {
-    let Some(replica) = replica else {
-        return Some(Handled::NotYet("the record has not been replicated yet"));
-    };
-    match Sequence::of(replica, incoming) {
-        Sequence::Next => None,
-        Sequence::Stale => Some(Handled::Done),
-        Sequence::Gap => Some(Handled::NotYet("an earlier version has not arrived yet")),
     }
 }
 

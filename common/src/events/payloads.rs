@@ -54,6 +54,7 @@ impl OrderStatus {
 }
 
 /// Stored as `TEXT`, in the same words as on the wire.
+#[cfg(feature = "sqlx")]
 impl sqlx::Type<sqlx::Postgres> for OrderStatus {
     fn type_info() -> sqlx::postgres::PgTypeInfo {
         <&str as sqlx::Type<sqlx::Postgres>>::type_info()
@@ -64,6 +65,7 @@ impl sqlx::Type<sqlx::Postgres> for OrderStatus {
     }
 }
 
+#[cfg(feature = "sqlx")]
 impl sqlx::Encode<'_, sqlx::Postgres> for OrderStatus {
     fn encode_by_ref(
         &self,
@@ -73,6 +75,7 @@ impl sqlx::Encode<'_, sqlx::Postgres> for OrderStatus {
     }
 }
 
+#[cfg(feature = "sqlx")]
 impl sqlx::Decode<'_, sqlx::Postgres> for OrderStatus {
     fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
         let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;

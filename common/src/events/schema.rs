@@ -125,7 +125,7 @@ pub fn asyncapi() -> Value {
                 json!({
                     "action": "receive",
                     "channel": { "$ref": format!("#/channels/{name}") },
-                    "summary": format!("Durable consumer `{}` handles it once in effect.", super::consumer::durable_name(consumer, subject)),
+                    "summary": format!("Durable consumer `{}` handles it once in effect.", super::durable_name(consumer, subject)),
                 }),
             );
         }

@@ -5,12 +5,12 @@ use common::events::{
     OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketCreated, TicketRef,
 };
 use common::money::Price;
-use common::testing::wait::{wait_at_most, wait_until};
-use common::testing::{TestServer, publish_all};
 use e2e::{Options, Stack};
 use futures::future::join_all;
 use serde_json::json;
 use stripe_standin::{Fault, FaultMode};
+use testkit::wait::{wait_at_most, wait_until};
+use testkit::{TestServer, publish_all};
 use uuid::Uuid;
 
 /// Every service keeps answering HTTP promptly while a burst of events is consumed and

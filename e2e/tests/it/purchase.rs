@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use common::testing::wait_until;
 use e2e::{Options, Stack};
 use serde_json::json;
+use testkit::wait_until;
 
 /// docs/api.md § Payments and Events: A sells, B buys and pays; the order completes and the ticket
 /// stays sold.

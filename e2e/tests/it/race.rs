@@ -1,9 +1,9 @@
 use std::time::Duration;
 
-use common::testing::wait_until;
 use e2e::{Options, Stack};
 use futures::future::join_all;
 use serde_json::{Value, json};
+use testkit::wait_until;
 use uuid::Uuid;
 
 /// How each race ended.

@@ -1,7 +1,8 @@
 //! `order.created` → an entry in the schedule.
 
-use common::db::Tx;
-use common::events::{Handled, Listener, OrderCreated};
+use bus::Tx;
+use bus::{Handled, Listener};
+use common::events::OrderCreated;
 
 use crate::schedule;
 

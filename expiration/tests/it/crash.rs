@@ -3,8 +3,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, Subject};
-use common::testing::{EventProbe, ServiceProcess, TestDatabase, TestNats, wait_until};
 use sqlx::PgPool;
+use testkit::{EventProbe, ServiceProcess, TestDatabase, TestNats, wait_until};
 use uuid::Uuid;
 
 use crate::{in_ms, order_expiring_at};

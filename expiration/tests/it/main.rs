@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::events::{OrderCreated, OrderCreatedTicket, OrderStatus};
 use common::money::Price;
-use common::testing::{TestDatabase, TestNats, TestServer, publish_raw};
 use common::time::Timestamp;
+use testkit::{TestDatabase, TestNats, TestServer, publish_raw};
 use uuid::Uuid;
 
 pub fn config(database: &TestDatabase, nats: &TestNats) -> expiration::Config {
@@ -21,9 +21,7 @@ pub fn config(database: &TestDatabase, nats: &TestNats) -> expiration::Config {
 
 pub async fn start(database: &TestDatabase, nats: &TestNats) -> TestServer {
     let config = config(database, nats);
-    let server =
-        TestServer::start(move |listener, shutdown| expiration::run(config, listener, shutdown))
-            .await;
+    let server = TestServer::serve(config).await;
     server.ready().await;
     server
 }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, Subject};
-use common::testing::{EventProbe, TestDatabase, TestNats};
+use testkit::{EventProbe, TestDatabase, TestNats};
 use uuid::Uuid;
 
 use crate::{in_ms, order_expiring_at, start};

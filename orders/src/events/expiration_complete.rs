@@ -1,6 +1,7 @@
 use anyhow::Context;
-use common::db::Tx;
-use common::events::{ExpirationComplete, Handled, Listener};
+use bus::Tx;
+use bus::{Handled, Listener};
+use common::events::ExpirationComplete;
 
 use crate::order::Order;
 

@@ -1,6 +1,7 @@
 use anyhow::Context;
-use common::db::Tx;
-use common::events::{Handled, Listener, PaymentCreated};
+use bus::Tx;
+use bus::{Handled, Listener};
+use common::events::PaymentCreated;
 
 use crate::order::Order;
 

@@ -1,5 +1,6 @@
-use common::db::Tx;
-use common::events::{Handled, Listener, TicketCreated};
+use bus::Tx;
+use bus::{Handled, Listener};
+use common::events::TicketCreated;
 
 use crate::replica::TicketReplica;
 

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use common::db::Tx;
+use bus::Tx;
 use common::events::OrderStatus;
 use common::{AuthUser, Error, Id, Result};
 

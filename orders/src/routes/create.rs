@@ -1,7 +1,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use common::db::Tx;
-use common::events::append;
+use bus::Tx;
+use bus::append;
 use common::validate::{self, all, field};
 use common::{AuthUser, Error, Json, Result};
 

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
 use common::events::{OrderCancelled, PaymentCreated, Subject};
-use common::testing::{EventProbe, new_user_cookie};
+use testkit::{EventProbe, new_user_cookie};
 use uuid::Uuid;
 
-use common::testing::{WAIT, id_of};
+use testkit::{WAIT, id_of};
 
 use crate::{Orders, path};
 

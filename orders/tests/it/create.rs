@@ -1,10 +1,10 @@
 use common::events::{OrderCreated, OrderStatus, Subject};
-use common::testing::{EventProbe, new_user_cookie};
 use futures::future::join_all;
 use serde_json::json;
+use testkit::{EventProbe, new_user_cookie};
 use uuid::Uuid;
 
-use common::testing::{WAIT, id_of};
+use testkit::{WAIT, id_of};
 
 use crate::Orders;
 

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
 use common::events::{ExpirationComplete, OrderCancelled, PaymentCreated, Subject};
-use common::testing::{EventProbe, new_user_cookie};
+use testkit::{EventProbe, new_user_cookie};
 use uuid::Uuid;
 
-use common::testing::{WAIT, id_of};
+use testkit::{WAIT, id_of};
 
 use crate::{Orders, path};
 
@@ -81,7 +81,7 @@ async fn a_payment_for_a_cancelled_order_leaves_it_cancelled() {
         })
         .await;
     // Wait for the payment to be handled, then check nothing changed.
-    common::testing::wait_until("the payment to be handled", || async {
+    testkit::wait_until("the payment to be handled", || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM processed_events WHERE subject = 'payment.created'",
         )

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::events::{TicketCreated, TicketUpdated};
 use common::money::Price;
-use common::testing::{TestDatabase, TestNats, TestServer, publish_raw, wait_until};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use testkit::{TestDatabase, TestNats, TestServer, publish_raw, wait_until};
 use uuid::Uuid;
 
 pub struct Orders {
@@ -36,9 +36,7 @@ impl Orders {
             expiration_window,
             ..orders::Config::for_tests(&database.url, &nats.url)
         };
-        let server =
-            TestServer::start(move |listener, shutdown| orders::run(config, listener, shutdown))
-                .await;
+        let server = TestServer::serve(config).await;
         server.ready().await;
         let pool = database.pool().await;
         Self {
@@ -84,7 +82,7 @@ impl Orders {
         .await;
     }
 
-    pub async fn order(&self, cookie: &str, ticket_id: Uuid) -> common::testing::TestResponse {
+    pub async fn order(&self, cookie: &str, ticket_id: Uuid) -> testkit::TestResponse {
         self.server
             .post(
                 "/api/orders",

@@ -1,5 +1,5 @@
-use common::testing::new_user_cookie;
 use serde_json::Value;
+use testkit::new_user_cookie;
 use uuid::Uuid;
 
 use crate::{Orders, path};

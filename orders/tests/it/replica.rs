@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use common::testing::new_user_cookie;
 use serde_json::json;
+use testkit::new_user_cookie;
 
 use crate::{Orders, path, updated};
 

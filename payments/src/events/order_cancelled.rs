@@ -1,5 +1,6 @@
-use common::db::Tx;
-use common::events::{Handled, Listener, OrderCancelled, unless_next};
+use bus::Tx;
+use bus::{Handled, Listener, unless_next};
+use common::events::OrderCancelled;
 
 use crate::charge::Charge;
 use crate::replica::OrderReplica;

@@ -1,5 +1,6 @@
-use common::db::Tx;
-use common::events::{Handled, Listener, OrderCreated};
+use bus::Tx;
+use bus::{Handled, Listener};
+use common::events::OrderCreated;
 
 use crate::replica::OrderReplica;
 

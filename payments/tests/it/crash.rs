@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use common::events::{PaymentCreated, Subject};
-use common::testing::{EventProbe, JWT_KEY, ServiceProcess, WAIT, wait_until};
 use serde_json::json;
 use stripe_standin::FaultMode;
+use testkit::{EventProbe, JWT_KEY, ServiceProcess, WAIT, wait_until};
 
 use crate::{Buyer, Harness, STRIPE_KEY};
 
@@ -28,7 +28,7 @@ async fn pay(
     buyer_cookie: &str,
     order: uuid::Uuid,
 ) -> reqwest::Result<reqwest::Response> {
-    common::testing::http_client()
+    testkit::http_client()
         .post(process.url("/api/payments"))
         .header("cookie", buyer_cookie)
         .json(&json!({"token": "tok_visa", "orderId": order}))
@@ -50,7 +50,7 @@ async fn charge_then_kill(
     let request = tokio::spawn({
         let (url, cookie) = (process.url("/api/payments"), buyer.cookie.clone());
         async move {
-            common::testing::http_client()
+            testkit::http_client()
                 .post(url)
                 .header("cookie", cookie)
                 .json(&json!({"token": "tok_visa", "orderId": order}))

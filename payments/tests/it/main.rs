@@ -7,16 +7,16 @@ mod refunds;
 
 use std::time::Duration;
 
-use common::config::Secret;
 use common::events::{OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, TicketRef};
 use common::money::Price;
-use common::testing::{
-    TestDatabase, TestNats, TestResponse, TestServer, publish_raw, session_cookie, wait_until,
-};
+use kit::config::Secret;
 use payments::stripe::StripeConfig;
 use serde_json::json;
 use sqlx::PgPool;
 use stripe_standin::{Charge, Fault, FaultMode, StandIn};
+use testkit::{
+    TestDatabase, TestNats, TestResponse, TestServer, publish_raw, session_cookie, wait_until,
+};
 use uuid::Uuid;
 
 pub const STRIPE_KEY: &str = "sk_test_standin";
@@ -102,9 +102,7 @@ impl Harness {
             reconcile_after,
             ..payments::Config::for_tests(&database.url, &nats.url, &stripe.base(), STRIPE_KEY)
         };
-        let server =
-            TestServer::start(move |listener, shutdown| payments::run(config, listener, shutdown))
-                .await;
+        let server = TestServer::serve(config).await;
         server.ready().await;
         let pool = database.pool().await;
         Self {

@@ -1,11 +1,11 @@
 use common::events::{PaymentCreated, Subject};
-use common::testing::EventProbe;
 use futures::future::join_all;
 use serde_json::json;
 use stripe_standin::FaultMode;
+use testkit::EventProbe;
 use uuid::Uuid;
 
-use common::testing::WAIT;
+use testkit::WAIT;
 
 use crate::{Buyer, Harness};
 

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use common::testing::wait_until;
 use payments::settle::{Payments, Refusal, Settled};
 use payments::stripe::Stripe;
+use testkit::wait_until;
 
 use crate::{Buyer, Harness, stripe_config};
 

@@ -1,6 +1,7 @@
 use anyhow::Context;
-use common::db::Tx;
-use common::events::{Handled, Listener, OrderCreated, append};
+use bus::Tx;
+use bus::{Handled, Listener, append};
+use common::events::OrderCreated;
 
 use crate::ticket::Ticket;
 

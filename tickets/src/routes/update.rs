@@ -1,6 +1,6 @@
 use axum::extract::State;
-use common::db::Tx;
-use common::events::append;
+use bus::Tx;
+use bus::append;
 use common::{AuthUser, Error, Json, Result, UncheckedId};
 
 use super::TicketInput;

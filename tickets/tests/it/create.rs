@@ -1,9 +1,9 @@
 use common::events::{Subject, TicketCreated};
 use common::money::Price;
-use common::testing::{EventProbe, new_user_cookie};
 use serde_json::{Value, json};
+use testkit::{EventProbe, new_user_cookie};
 
-use common::testing::{WAIT, id_of};
+use testkit::{WAIT, id_of};
 
 use crate::Tickets;
 

@@ -1,14 +1,15 @@
 use std::time::Duration;
 
-use common::events::stream;
+use bus::stream;
 use common::events::{
     OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef,
     TicketUpdated,
 };
 use common::money::Price;
-use common::testing::bus::{apply_without_acknowledging, caught_up, take_delivery};
-use common::testing::{EventProbe, WAIT, id_of, publish_raw, wait_until};
+use kit::Service as _;
 use serde_json::Value;
+use testkit::bus::{apply_without_acknowledging, caught_up, take_delivery};
+use testkit::{EventProbe, WAIT, id_of, publish_raw, wait_until};
 use uuid::Uuid;
 
 use crate::{Tickets, start_server};
@@ -114,7 +115,7 @@ async fn settle(tickets: &Tickets) {
         .unwrap();
     for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
         let what = format!("every {subject} event to be handled");
-        wait_until(&what, || caught_up(&nats, tickets::SERVICE, subject)).await;
+        wait_until(&what, || caught_up(&nats, tickets::Config::NAME, subject)).await;
     }
 }
 
@@ -218,7 +219,7 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
         .unwrap();
     let subject = Subject::OrderCreated;
     let ack_wait = Duration::from_secs(1);
-    let message = take_delivery(&nats, tickets::SERVICE, subject, ack_wait).await;
+    let message = take_delivery(&nats, tickets::Config::NAME, subject, ack_wait).await;
     let pool = tickets.database.pool().await;
     let event: OrderCreated = serde_json::from_slice(&message.payload).unwrap();
     let listener = tickets::events::OrderCreatedListener;
@@ -228,7 +229,7 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
     let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
     tickets.server = start_server(&tickets.database, &tickets.nats).await;
     wait_until("the redelivery to be acknowledged", || {
-        caught_up(&nats, tickets::SERVICE, subject)
+        caught_up(&nats, tickets::Config::NAME, subject)
     })
     .await;
     let current = tickets.ticket(&ticket["id"]).await;

@@ -9,8 +9,8 @@ mod update;
 
 use std::time::Duration;
 
-use common::testing::{TestDatabase, TestNats, TestResponse, TestServer, new_user_cookie};
 use serde_json::{Value, json};
+use testkit::{TestDatabase, TestNats, TestResponse, TestServer, new_user_cookie};
 
 pub struct Tickets {
     pub server: TestServer,
@@ -64,8 +64,7 @@ pub fn config(database: &TestDatabase, nats: &TestNats) -> tickets::Config {
 
 pub async fn start_server(database: &TestDatabase, nats: &TestNats) -> TestServer {
     let config = config(database, nats);
-    let server =
-        TestServer::start(move |listener, shutdown| tickets::run(config, listener, shutdown)).await;
+    let server = TestServer::serve(config).await;
     server.ready().await;
     server
 }

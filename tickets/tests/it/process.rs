@@ -1,10 +1,10 @@
 use std::time::{Duration, Instant};
 
 use common::events::{Subject, TicketCreated};
-use common::testing::{
+use serde_json::json;
+use testkit::{
     EventProbe, JWT_KEY, ServiceProcess, TestDatabase, TestNats, new_user_cookie, run_command,
 };
-use serde_json::json;
 
 /// docs/api.md § Operations: on SIGTERM the service finishes what it was doing, flushes its outbox
 /// and exits 0 within the grace period.
@@ -21,7 +21,7 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
     ];
     let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_tickets"), &env);
     process.ready().await;
-    let client = common::testing::http_client();
+    let client = testkit::http_client();
     let mut probe = EventProbe::subscribe(&nats.url, Subject::TicketCreated).await;
 
     let (cookie, _) = new_user_cookie();
@@ -102,7 +102,7 @@ async fn parked_events_are_listed_and_re_driven_from_the_command_line() {
     });
     let pool = tickets.database.pool().await;
     sqlx::query(
-        "INSERT INTO parked_events (event_id, subject, payload, deliveries, error)
+        "INSERT INTO parked_events (event_id, subject, payload, failures, error)
          VALUES ('evt-parked', 'order.created', $1, 50, 'the database was read-only')",
     )
     .bind(payload.to_string())

@@ -1,5 +1,5 @@
-use common::testing::new_user_cookie;
 use serde_json::{Value, json};
+use testkit::new_user_cookie;
 use uuid::Uuid;
 
 use crate::Tickets;
@@ -74,7 +74,7 @@ async fn listing_a_page_at_a_time_with_links_both_ways() {
             .map(|t| t["title"].as_str().unwrap().to_owned())
             .collect()
     };
-    let link = |response: &common::testing::TestResponse, rel: &str| -> Option<String> {
+    let link = |response: &testkit::TestResponse, rel: &str| -> Option<String> {
         let header = response.headers.get("link")?.to_str().unwrap().to_owned();
         header.split(", ").find_map(|part| {
             let (target, kind) = part.split_once("; ")?;

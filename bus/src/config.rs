@@ -1,0 +1,116 @@
+//! The bus's settings, from the environment.
+
+use std::time::Duration;
+
+use kit::config::{ConfigError, Env};
+use kit::retry::Backoff;
+
+/// Settings of services on the event bus.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `NATS_URL` (required).
+    pub nats_url: String,
+    /// `STREAM_REPLICAS` (default 1): copies JetStream keeps of the stream (3 in a
+    /// three-node cluster). An existing stream is updated to it.
+    pub stream_replicas: usize,
+    /// `EVENT_MAX_FAILURES` (default 50): failed attempts at handling one event before
+    /// it is parked. An event that only waits (its predecessor has not arrived) is
+    /// never parked.
+    pub max_failures: i64,
+    /// `EVENT_RETRY_MAX_DELAY_SECONDS` (default 5): redelivery delays start at 50 ms
+    /// and double up to this.
+    pub retry_max_delay: Duration,
+    /// `EVENT_WAIT_WARN_SECONDS` (default 60): an event still waiting for its
+    /// predecessor after this long is logged as a warning.
+    pub wait_warn_after: Duration,
+    /// `EVENT_CONCURRENCY` (default 8): events one consumer takes at a time.
+    pub concurrency: usize,
+    /// `EVENT_ACK_WAIT_SECONDS` (default 30): how long an unacknowledged delivery waits
+    /// before JetStream redelivers it (e.g. after a crash).
+    pub ack_wait: Duration,
+    /// `RETENTION_HOURS` (default 168, a week): how long handled event ids, parked
+    /// events and other bookkeeping are kept. At least an hour: longer than the
+    /// stream's duplicate window plus the longest redelivery.
+    pub retention: Duration,
+    /// `PRUNE_INTERVAL_SECONDS` (default 3600): how often old bookkeeping is pruned.
+    pub prune_interval: Duration,
+}
+
+impl BusConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            nats_url: env.required("NATS_URL")?,
+            stream_replicas: env.optional("STREAM_REPLICAS", 1)?,
+            max_failures: env.optional("EVENT_MAX_FAILURES", 50)?,
+            retry_max_delay: env.fractional_seconds("EVENT_RETRY_MAX_DELAY_SECONDS", 5.0)?,
+            wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
+            concurrency: env.optional("EVENT_CONCURRENCY", 8)?,
+            ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 30)?,
+            retention: env.optional("RETENTION_HOURS", 168_u64).map(hours)?,
+            prune_interval: env.seconds("PRUNE_INTERVAL_SECONDS", 3600)?,
+        };
+        if config.retention < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid {
+                name: "RETENTION_HOURS",
+                problem: "must be at least 1 (longer than the duplicate window)".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    pub fn for_tests(nats_url: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            stream_replicas: 1,
+            max_failures: 50,
+            retry_max_delay: Duration::from_secs(5),
+            wait_warn_after: Duration::from_secs(60),
+            concurrency: 8,
+            ack_wait: Duration::from_secs(2),
+            retention: hours(168),
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl BusConfig {
+    /// Redelivery delays of a failed or waiting event: 50 ms, doubling up to
+    /// `EVENT_RETRY_MAX_DELAY_SECONDS`.
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(50), self.retry_max_delay)
+    }
+}
+
+fn hours(hours: u64) -> Duration {
+    Duration::from_secs(hours * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_must_outlast_the_duplicate_window() {
+        let env = Env::from_pairs([("NATS_URL", "nats://x"), ("RETENTION_HOURS", "0")]);
+        assert!(matches!(
+            BusConfig::from_env(&env),
+            Err(ConfigError::Invalid {
+                name: "RETENTION_HOURS",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn retries_back_off_to_the_cap() {
+        let mut config = BusConfig::for_tests("nats://x");
+        let cap = Duration::from_secs(5);
+        config.retry_max_delay = cap;
+        let backoff = config.retry_backoff();
+        assert_eq!(backoff.after(1), Duration::from_millis(50));
+        assert_eq!(backoff.after(2), Duration::from_millis(100));
+        assert_eq!(backoff.after(50), cap);
+        config.retry_max_delay = Duration::from_millis(120);
+        assert_eq!(config.retry_backoff().after(3), Duration::from_millis(120));
+    }
+}

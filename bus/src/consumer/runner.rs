@@ -1,0 +1,242 @@
+//! The runner: one loop per subject that takes deliveries from the durable consumer,
+//! applies each once in effect and hands the outcome to the retry policy.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{AckKind, Message};
+use common::events::{Event, Subject};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use kit::supervisor::panic_message;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::retry::{acknowledge, failed, park};
+use super::waiting::Waiting;
+use super::{Context, Delivery, Listener, Outcome, apply, apply_in, durable};
+use crate::stream::Nats;
+use crate::tx::Tx;
+
+/// A listener, type-erased so that one service can hold listeners of every subject.
+pub(crate) trait Subscription: Send + Sync + 'static {
+    fn subject(&self) -> Subject;
+
+    /// Consumes until `stop`, resubscribing whenever the subscription breaks.
+    fn run(self: Arc<Self>, with: Running, stop: CancellationToken) -> BoxFuture<'static, ()>;
+
+    /// Applies a stored payload within `tx` (re-driving a parked event).
+    fn apply_stored<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        event_id: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+}
+
+/// What a running consumer works with.
+#[derive(Clone)]
+pub(crate) struct Running {
+    pub(crate) context: Arc<Context>,
+    pub(crate) waiting: Arc<Waiting>,
+    pub(crate) nats: Nats,
+}
+
+pub(crate) struct Subscribed<L> {
+    listener: L,
+}
+
+impl<L> Subscribed<L> {
+    pub(crate) fn new(listener: L) -> Self {
+        Self { listener }
+    }
+}
+
+impl<L: Listener> Subscription for Subscribed<L> {
+    fn subject(&self) -> Subject {
+        L::Event::SUBJECT
+    }
+
+    fn run(self: Arc<Self>, with: Running, stop: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let Running {
+                context,
+                waiting,
+                nats,
+            } = with;
+            while !stop.is_cancelled() {
+                if let Err(error) = self.consume(&context, &waiting, &nats, &stop).await {
+                    tracing::warn!(
+                        subject = %L::Event::SUBJECT,
+                        error = format!("{error:#}"),
+                        "consumer interrupted; resubscribing"
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        })
+    }
+
+    fn apply_stored<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        event_id: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(async move {
+            let event: L::Event = serde_json::from_str(payload).with_context(|| {
+                format!("the payload is not a valid {} event", L::Event::SUBJECT)
+            })?;
+            catching_panics(apply_in(tx, &self.listener, event_id, event)).await
+        })
+    }
+}
+
+impl<L: Listener> Subscribed<L> {
+    /// Consumes until `stop` (Ok) or until the subscription breaks (Err), handling up
+    /// to `EVENT_CONCURRENCY` events at once. Events of one aggregate may then be
+    /// handled out of order; row locks, processed ids and the version rule keep that
+    /// correct.
+    async fn consume(
+        &self,
+        context: &Context,
+        waiting: &Waiting,
+        nats: &Nats,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let subject = L::Event::SUBJECT;
+        let consumer = durable(nats, context.service, subject, context.config.ack_wait).await?;
+        // Small batches keep replicas of a service sharing the work evenly.
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(32)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .context("subscribing")?;
+        let mut in_flight = FuturesUnordered::new();
+        let mut gauges = tokio::time::interval(Duration::from_secs(5));
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break Ok(()),
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = gauges.tick() => waiting.report(),
+                next = messages.next(), if in_flight.len() < context.config.concurrency => match next {
+                    Some(Ok(message)) => in_flight.push(self.deliver(context, waiting, message)),
+                    Some(Err(error)) => break Err(anyhow::Error::from(error).context("receiving")),
+                    None => break Err(anyhow::anyhow!("the message stream ended")),
+                },
+            }
+        };
+        // Finish what was started before returning (on stop or on a broken subscription).
+        while in_flight.next().await.is_some() {}
+        result
+    }
+
+    /// Handles one delivery end to end: apply, then acknowledge, retry later or park.
+    async fn deliver(&self, context: &Context, waiting: &Waiting, message: Message) {
+        let subject = L::Event::SUBJECT;
+        let (delivered, published) = message.info().map_or((1, SystemTime::now()), |info| {
+            let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+            (
+                info.delivered,
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+            )
+        });
+        if delivered > 1 {
+            metrics::counter!("events_redelivered_total", "subject" => subject.as_str())
+                .increment(1);
+        }
+        let event_id = event_id(&message);
+        let span = tracing::info_span!(
+            "event",
+            service = context.service,
+            subject = subject.as_str(),
+            event_id = event_id.as_deref().unwrap_or("none"),
+            delivered,
+        );
+        async {
+            let Some(event_id) = event_id.as_deref() else {
+                let reason = "the event has no Nats-Msg-Id header";
+                return park(context, &message, None, 1, reason).await;
+            };
+            let event = match serde_json::from_slice::<L::Event>(&message.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    let reason = format!("the payload is not a valid {subject} event: {error}");
+                    return park(context, &message, Some(event_id), 1, &reason).await;
+                }
+            };
+
+            let started = std::time::Instant::now();
+            let outcome = {
+                // The semaphore is never closed.
+                let _permit = context.permits.acquire().await;
+                let delivery = if delivered > 1 { Delivery::Again } else { Delivery::First };
+                let applied = apply(&context.pool, &self.listener, event_id, event, delivery);
+                catching_panics(applied).await
+            };
+            let label = match &outcome {
+                Ok(Outcome::Done) => "done",
+                Ok(Outcome::Duplicate) => "duplicate",
+                Ok(Outcome::NotYet(_)) => "not_yet",
+                Err(_) => "error",
+            };
+            metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label)
+                .increment(1);
+            match outcome {
+                Ok(Outcome::Done | Outcome::Duplicate) => {
+                    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(outcome = label, latency_ms, "event handled");
+                    waiting.forget(event_id);
+                    acknowledge(&message, AckKind::Ack).await;
+                }
+                Ok(Outcome::NotYet(reason)) => {
+                    tracing::debug!(reason, "event not applicable yet");
+                    waiting.note(event_id, published, reason);
+                    let attempts = u32::try_from(delivered).unwrap_or(u32::MAX);
+                    let delay = context.config.retry_backoff().after(attempts);
+                    acknowledge(&message, AckKind::Nak(Some(delay))).await;
+                }
+                Err(error) => {
+                    waiting.forget(event_id);
+                    failed(context, &message, event_id, &error).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+/// Runs `work`, turning a panic into an error: a panicking handler is a failed
+/// delivery like any other (its transaction, dropped while unwinding, rolls back).
+async fn catching_panics<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!(
+                "the handler panicked: {}",
+                panic_message(panic.as_ref())
+            ))
+        })
+}
+
+fn event_id(message: &Message) -> Option<String> {
+    let headers = message.headers.as_ref()?;
+    let id = headers
+        .get(async_nats::header::NATS_MESSAGE_ID)?
+        .as_str()
+        .trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}

@@ -1,0 +1,273 @@
+//! The transactional outbox and its relay
+//! (`docs/api.md` § Guarantees, 1).
+//!
+//! A service never publishes directly. It [`append`]s the event to its `outbox`
+//! table in the same transaction as the state change, so both commit or neither
+//! does. The [`Relay`] then publishes committed rows to JetStream in order, each with
+//! its event id as `Nats-Msg-Id`, and deletes them once JetStream has acknowledged
+//! them. It is woken as soon as such a transaction commits (a [`Signal`] raised by the
+//! commit), polls as a fallback, and retries with backoff while NATS is unreachable. A row that was
+//! published but whose deletion was lost is published again; JetStream's duplicate
+//! window and the consumers' processed-event ids make that harmless.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use common::events::Event;
+use kit::retry::Backoff;
+use sqlx::postgres::{PgArguments, PgQueryResult};
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::tx::{Signal, Tx};
+
+/// Raised when a transaction that appended events commits.
+static APPENDED: Signal = Signal::new();
+/// Key of the advisory lock that lets only one relay of a service publish at a time,
+/// so that replicas never reorder each other's batches.
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78; // "outbox"
+const BATCH: usize = 256;
+/// Pauses while publishing fails (NATS unreachable).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+/// Appends `event` to the outbox inside the caller's transaction and returns its id
+/// (the `Nats-Msg-Id` it will be published with).
+pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
+    let staged = Staged::new(event)?;
+    sqlx::query!(
+        "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)",
+        staged.event_id,
+        staged.subject,
+        staged.payload,
+    )
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("appending {} to the outbox", staged.subject))?;
+    tx.wake_on_commit(&APPENDED);
+    Ok(staged.event_id)
+}
+
+/// An event ready for the outbox, for a write that inserts it in the *same statement*
+/// as the change it announces, with a data-modifying `WITH`:
+///
+/// ```sql
+/// WITH event AS (INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json))
+/// INSERT INTO tickets ...
+/// ```
+///
+/// A single statement commits on its own, atomically, so the change and its event
+/// still commit together or not at all, in one round trip where [`append`] in a
+/// transaction takes four (`BEGIN`, the change, the event, `COMMIT`). It suits a write
+/// that is one statement anyway and whose event can be built before it runs (listing
+/// a ticket: docs/benchmarks.md). Bind its fields into the statement, then give the
+/// statement to [`Staged::execute`], which runs it on a pool (never inside a
+/// transaction, whose commit would come later) and wakes the relay once it has.
+#[must_use = "the event reaches the outbox only when its statement is run with `Staged::execute`"]
+pub struct Staged {
+    pub event_id: Uuid,
+    pub subject: &'static str,
+    /// The event as JSON text, for `$n::text::json`.
+    pub payload: String,
+}
+
+impl Staged {
+    pub fn new<E: Event>(event: &E) -> anyhow::Result<Self> {
+        Ok(Self {
+            event_id: Uuid::new_v4(),
+            subject: E::SUBJECT.as_str(),
+            payload: serde_json::to_string(event)
+                .with_context(|| format!("serialising {}", E::SUBJECT))?,
+        })
+    }
+
+    /// Runs `statement`, which writes this event with its change, on its own on
+    /// `pool` (so it has committed when it returns), then wakes the relay.
+    pub async fn execute(
+        self,
+        pool: &PgPool,
+        statement: Query<'_, Postgres, PgArguments>,
+    ) -> sqlx::Result<PgQueryResult> {
+        let done = statement.execute(pool).await?;
+        APPENDED.raise();
+        Ok(done)
+    }
+}
+
+/// Publishes what the outbox holds.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    poll_interval: Duration,
+}
+
+struct Row {
+    seq: i64,
+    event_id: Uuid,
+    subject: String,
+    payload: String,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
+        Self {
+            pool,
+            jetstream,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// How often the relay looks at the outbox when no commit woke it (default 1 s):
+    /// only rows committed by another process wait that long.
+    #[must_use]
+    pub fn poll_every(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Publishes until `stop` is cancelled, then flushes what is left (for up to
+    /// `flush_timeout`) before returning.
+    pub async fn run(self, stop: CancellationToken, flush_timeout: Duration) {
+        let mut failures: u32 = 0;
+        while !stop.is_cancelled() {
+            let appended = APPENDED.listen();
+            match self.publish_pending().await {
+                Ok(count) => {
+                    failures = 0;
+                    if count == BATCH {
+                        continue; // more may be waiting
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = appended.wait(self.poll_interval) => {}
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        failures,
+                        "outbox relay: publishing failed; retrying"
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(BACKOFF.after(failures)) => {}
+                    }
+                }
+            }
+        }
+        self.flush(flush_timeout).await;
+    }
+
+    /// Publishes everything committed so far, giving up after `timeout`.
+    pub async fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.publish_pending()).await {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if Instant::now() < deadline => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox flush: publishing failed; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+                }
+                _ => {
+                    tracing::warn!(
+                        "outbox not flushed before shutdown; the rest is published at the next start"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch of committed events in order and deletes those JetStream
+    /// acknowledged. Returns how many were published.
+    pub async fn publish_pending(&self) -> anyhow::Result<usize> {
+        let mut tx = Tx::begin(&self.pool)
+            .await
+            .context("outbox: starting a transaction")?;
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", RELAY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("outbox: taking the relay lock")?;
+        let mut rows = sqlx::query_as!(
+            Row,
+            r#"SELECT seq, event_id, subject, payload::text AS "payload!"
+               FROM outbox ORDER BY seq LIMIT $1"#,
+            BATCH as i64,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("outbox: reading pending events")?;
+        if rows.is_empty() {
+            metrics::gauge!("outbox_backlog").set(0.0);
+            return Ok(0);
+        }
+
+        // Send the whole batch, then wait for the acknowledgements in order: one round
+        // trip per batch rather than per event.
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &mut rows {
+            let payload = Bytes::from(std::mem::take(&mut row.payload));
+            let publish = PublishMessage::build()
+                .payload(payload)
+                .message_id(row.event_id.to_string());
+            pending.push(
+                self.jetstream
+                    .send_publish(row.subject.clone(), publish)
+                    .await,
+            );
+        }
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for (row, ack) in rows.iter().zip(pending) {
+            let acknowledged = match ack {
+                Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
+                Err(error) => Err(error.into()),
+            };
+            match acknowledged {
+                Ok(()) => {
+                    tracing::debug!(event_id = %row.event_id, subject = %row.subject, "published");
+                    metrics::counter!("events_published_total", "subject" => row.subject.clone())
+                        .increment(1);
+                    published.push(row.seq);
+                }
+                Err(error) => {
+                    failure =
+                        Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
+                    break;
+                }
+            }
+        }
+
+        if !published.is_empty() {
+            sqlx::query!("DELETE FROM outbox WHERE seq = ANY($1)", &published)
+                .execute(&mut *tx)
+                .await
+                .context("outbox: deleting published events")?;
+            tx.commit().await.context("outbox: committing")?;
+        }
+        let backlog = if rows.len() == BATCH {
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0)
+        } else {
+            i64::try_from(rows.len() - published.len()).unwrap_or(0)
+        };
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("outbox_backlog").set(backlog as f64);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(published.len()),
+        }
+    }
+}

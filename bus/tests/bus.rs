@@ -1,0 +1,816 @@
+//! The event bus against a real PostgreSQL and a real NATS server (docs/api.md § Guarantees).
+//!
+//! Each test gets a fresh database holding the bus tables plus a `handled` table that
+//! the test listener writes to, and a private nats-server it can stop and restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bus::parked::Redriven;
+use bus::prune::{BUS_TABLES, Pruner};
+use bus::service::migrate as migrate_bus;
+use bus::stream::{self, Nats, STREAM};
+use bus::{
+    BusConfig, Consumers, Handled, Listener, Listeners, Relay, Staged, Tx, append, unless_next,
+};
+use common::events::{ExpirationComplete, Subject, TicketCreated, TicketUpdated};
+use common::money::Price;
+use kit::supervisor::{Health, Workers};
+use sqlx::PgPool;
+use testkit::bus::{all_acknowledged, apply_without_acknowledging, take_delivery};
+use testkit::{EventProbe, TestDatabase, TestNats, WAIT, publish_raw, wait_until};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SERVICE: &str = "bustest";
+
+struct Bench {
+    pool: PgPool,
+    nats: TestNats,
+    connection: Nats,
+    stop: CancellationToken,
+    workers: Workers,
+    _database: TestDatabase,
+}
+
+impl Bench {
+    async fn start() -> Self {
+        let database = TestDatabase::create().await;
+        let pool = PgPool::connect(&database.url).await.unwrap();
+        migrate_bus(&pool).await.unwrap();
+        sqlx::query("CREATE TABLE handled (order_id UUID NOT NULL, instance TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let nats = TestNats::start().await;
+        let connection = stream::connect(&nats.url, "bus-test", 1).await.unwrap();
+        Self {
+            pool,
+            nats,
+            connection,
+            stop: CancellationToken::new(),
+            workers: Workers::new(SERVICE, Health::default()),
+            _database: database,
+        }
+    }
+
+    fn start_relay(&self) {
+        self.run_relay(Relay::new(
+            self.pool.clone(),
+            self.connection.jetstream.clone(),
+        ));
+    }
+
+    /// A relay that polls only once an hour, so that only commits' own wake-ups get
+    /// events out in time; returns once its first look at the outbox is over.
+    async fn start_relay_woken_by_commits_only(&self) {
+        self.run_relay(
+            Relay::new(self.pool.clone(), self.connection.jetstream.clone())
+                .poll_every(Duration::from_secs(3600)),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    fn run_relay(&self, relay: Relay) {
+        self.workers
+            .supervise("relay", self.stop.clone(), move |stop| {
+                relay.clone().run(stop, Duration::from_secs(5))
+            });
+    }
+
+    fn consumers<L: Listener>(&self, listener: L, config: &BusConfig) -> Consumers {
+        Consumers::new(
+            SERVICE,
+            self.pool.clone(),
+            config,
+            Listeners::new().listen(listener),
+        )
+    }
+
+    fn start_consumer<L: Listener>(&self, listener: L, config: &BusConfig) {
+        self.consumers(listener, config)
+            .spawn(&self.workers, &self.connection, &self.stop);
+    }
+
+    /// Commits one `expiration.complete` event per id, each in its own transaction.
+    async fn commit_events(&self, ids: &[Uuid]) {
+        for &order_id in ids {
+            let mut tx = Tx::begin(&self.pool).await.unwrap();
+            append(&mut tx, &ExpirationComplete { order_id })
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    async fn wait_for_count(&self, sql: &'static str, expected: i64) {
+        let what = format!("`{sql}` to be {expected}");
+        wait_until(&what, || async { self.count(sql).await == expected }).await;
+    }
+
+    async fn stream_messages(&self) -> u64 {
+        let mut stream = self.connection.jetstream.get_stream(STREAM).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+/// Bus settings for tests: quick retries, `max_failures` failures before parking.
+fn config(max_failures: i64, ack_wait: Duration) -> BusConfig {
+    BusConfig {
+        max_failures,
+        ack_wait,
+        retry_max_delay: Duration::from_millis(200),
+        ..BusConfig::for_tests("unused")
+    }
+}
+
+/// Records each `expiration.complete` in `handled`; can be told to fail (after doing
+/// its database work, which must then be rolled back), to answer "not yet", or to
+/// panic on one order.
+#[derive(Clone)]
+struct Recorder {
+    instance: &'static str,
+    calls: Arc<AtomicU32>,
+    failures_left: Arc<AtomicI32>,
+    not_yet_left: Arc<AtomicI32>,
+    panic_on: Option<Uuid>,
+}
+
+impl Recorder {
+    fn new(instance: &'static str) -> Self {
+        Self {
+            instance,
+            calls: Arc::default(),
+            failures_left: Arc::default(),
+            not_yet_left: Arc::default(),
+            panic_on: None,
+        }
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Listener for Recorder {
+    type Event = ExpirationComplete;
+
+    async fn handle(&self, tx: &mut Tx, event: ExpirationComplete) -> anyhow::Result<Handled> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        sqlx::query("INSERT INTO handled (order_id, instance) VALUES ($1, $2)")
+            .bind(event.order_id)
+            .bind(self.instance)
+            .execute(&mut **tx)
+            .await?;
+        assert_ne!(Some(event.order_id), self.panic_on, "injected panic");
+        if self.failures_left.fetch_sub(1, Ordering::SeqCst) > 0 {
+            anyhow::bail!("injected failure after the database work");
+        }
+        if self.not_yet_left.fetch_sub(1, Ordering::SeqCst) > 0 {
+            return Ok(Handled::NotYet("injected: not yet"));
+        }
+        Ok(Handled::Done)
+    }
+}
+
+#[tokio::test]
+async fn an_event_appended_in_a_rolled_back_transaction_is_never_published() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.start_relay();
+
+    let (dropped, kept) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut tx = Tx::begin(&bench.pool).await.unwrap();
+    append(&mut tx, &ExpirationComplete { order_id: dropped })
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    bench.commit_events(&[kept]).await;
+
+    let first = probe
+        .next::<ExpirationComplete>(WAIT)
+        .await
+        .expect("the committed event");
+    assert_eq!(first.event.order_id, kept);
+    probe
+        .assert_quiet::<ExpirationComplete>(Duration::from_millis(1500))
+        .await;
+    assert_eq!(bench.count("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(bench.stream_messages().await, 1);
+}
+
+/// The relay polls once an hour here, so only the commits' own wake-ups can get the
+/// events out in time: eight writers commit 200 events while the relay is busy
+/// publishing the previous ones (the window where a wake-up could be lost).
+#[tokio::test]
+async fn every_commit_wakes_the_relay_even_while_it_is_publishing() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.start_relay_woken_by_commits_only().await;
+
+    let committed = ids(200);
+    let writers = committed
+        .chunks(25)
+        .map(|chunk| bench.commit_events(chunk))
+        .collect::<Vec<_>>();
+    futures::future::join_all(writers).await;
+
+    let mut published = HashSet::new();
+    while published.len() < committed.len() {
+        let event = probe
+            .next::<ExpirationComplete>(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("only {} of 200 events were published", published.len()));
+        published.insert(event.event.order_id);
+    }
+    assert_eq!(published, committed.into_iter().collect());
+}
+
+/// An event written by a statement of the caller's own (not [`append`] in a
+/// transaction) is published too, and `Staged::execute` wakes the relay (which polls
+/// once an hour here) once the statement has run; one that failed with its statement
+/// is never published.
+#[tokio::test]
+async fn an_event_written_with_its_change_in_one_statement_wakes_the_relay() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.start_relay_woken_by_commits_only().await;
+
+    let write = |order_id: Uuid, fail: bool| {
+        let pool = bench.pool.clone();
+        async move {
+            let staged = Staged::new(&ExpirationComplete { order_id }).unwrap();
+            // The same shape as a real write: the event rides in a `WITH` clause of
+            // the change's statement (here a change that can be made to fail).
+            let statement = sqlx::query(
+                "WITH event AS (
+                     INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)
+                 )
+                 SELECT 1 / $4::int",
+            )
+            .bind(staged.event_id)
+            .bind(staged.subject)
+            .bind(staged.payload.clone())
+            .bind(if fail { 0 } else { 1 });
+            if let Err(error) = staged.execute(&pool, statement).await {
+                assert!(fail, "{error}");
+            }
+        }
+    };
+    let failed = Uuid::new_v4();
+    write(failed, true).await;
+    let order_id = Uuid::new_v4();
+    write(order_id, false).await;
+
+    let event = probe
+        .next::<ExpirationComplete>(Duration::from_secs(10))
+        .await
+        .expect("the event is published without waiting for a poll");
+    assert_eq!(
+        event.event.order_id, order_id,
+        "the failed statement's event is not"
+    );
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+}
+
+#[tokio::test]
+async fn the_relay_publishes_in_commit_order_with_the_event_id_as_message_id() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.start_relay();
+    let order = ids(300);
+    bench.commit_events(&order).await;
+
+    let mut seen = Vec::new();
+    let mut message_ids = HashSet::new();
+    while seen.len() < order.len() {
+        let observed = probe
+            .next::<ExpirationComplete>(WAIT)
+            .await
+            .expect("all events");
+        assert!(
+            Uuid::parse_str(&observed.id).is_ok(),
+            "Nats-Msg-Id is the event id"
+        );
+        message_ids.insert(observed.id);
+        seen.push(observed.event.order_id);
+    }
+    assert_eq!(seen, order);
+    assert_eq!(message_ids.len(), order.len());
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+}
+
+#[tokio::test]
+async fn events_committed_while_nats_is_down_are_published_after_it_restarts() {
+    let mut bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    bench.commit_events(&ids(5)).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 5)
+        .await;
+
+    bench.nats.stop().await;
+    bench.commit_events(&ids(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        bench.count("SELECT count(*) FROM outbox").await,
+        20,
+        "kept while NATS is down"
+    );
+
+    bench.nats.restart().await;
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 25)
+        .await;
+    bench
+        .wait_for_count("SELECT count(DISTINCT order_id) FROM handled", 25)
+        .await;
+}
+
+#[tokio::test]
+async fn a_duplicated_delivery_changes_state_once() {
+    let bench = Bench::start().await;
+    // A tiny duplicate window, so that JetStream stores the same message id twice and
+    // it is the consumer that must notice.
+    let config_ = jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: Subject::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+        duplicate_window: Duration::from_millis(100),
+        ..Default::default()
+    };
+    bench
+        .connection
+        .jetstream
+        .delete_stream(STREAM)
+        .await
+        .unwrap();
+    bench
+        .connection
+        .jetstream
+        .create_stream(config_)
+        .await
+        .unwrap();
+
+    let event = ExpirationComplete {
+        order_id: Uuid::new_v4(),
+    };
+    let id = Uuid::new_v4().to_string();
+    publish_raw(&bench.nats.url, &id, &event).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_raw(&bench.nats.url, &id, &event).await;
+    assert_eq!(
+        bench.stream_messages().await,
+        2,
+        "both copies are in the stream"
+    );
+
+    let recorder = Recorder::new("a");
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    wait_until("both deliveries to be handled and acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 2)
+    })
+    .await;
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+    assert_eq!(
+        recorder.calls(),
+        1,
+        "the duplicate never reached the listener"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_redelivered_and_then_succeeds_once() {
+    let bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    recorder.failures_left.store(2, Ordering::SeqCst);
+    recorder.not_yet_left.store(2, Ordering::SeqCst);
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    let id = Uuid::new_v4();
+    bench.commit_events(&[id]).await;
+
+    bench
+        .wait_for_count("SELECT count(*) FROM processed_events", 1)
+        .await;
+    assert_eq!(
+        recorder.calls(),
+        5,
+        "two failures, two not-yets, one success"
+    );
+    assert_eq!(
+        bench.count("SELECT count(*) FROM handled").await,
+        1,
+        "failed attempts were rolled back"
+    );
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+}
+
+#[tokio::test]
+async fn two_instances_of_one_durable_split_the_events_without_double_handling() {
+    let bench = Bench::start().await;
+    let (a, b) = (Recorder::new("a"), Recorder::new("b"));
+    let config = config(10, Duration::from_secs(5));
+    bench.start_consumer(a.clone(), &config);
+    bench.start_consumer(b.clone(), &config);
+    bench.start_relay();
+    bench.commit_events(&ids(400)).await;
+
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 400)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 400);
+    assert_eq!(
+        bench
+            .count("SELECT count(DISTINCT order_id) FROM handled")
+            .await,
+        400
+    );
+    let by_a = bench
+        .count("SELECT count(*) FROM handled WHERE instance = 'a'")
+        .await;
+    let by_b = bench
+        .count("SELECT count(*) FROM handled WHERE instance = 'b'")
+        .await;
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both instances took part: a={by_a} b={by_b}"
+    );
+    assert_eq!(u64::from(a.calls() + b.calls()), 400);
+}
+
+#[tokio::test]
+async fn an_event_that_keeps_failing_is_parked_not_dropped() {
+    let bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    recorder.failures_left.store(i32::MAX, Ordering::SeqCst);
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+    let id = Uuid::new_v4();
+    bench.commit_events(&[id]).await;
+
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    let (payload, failures, error): (String, i64, String) =
+        sqlx::query_as("SELECT payload, failures, error FROM parked_events")
+            .fetch_one(&bench.pool)
+            .await
+            .unwrap();
+    assert!(payload.contains(&id.to_string()));
+    assert_eq!(failures, 3);
+    assert!(error.contains("injected failure"), "{error}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(recorder.calls(), 3, "no delivery after parking");
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_event_is_parked_at_once() {
+    let bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    let publish = jetstream::message::PublishMessage::build()
+        .payload("{\"orderId\": \"not-a-uuid\"}".into())
+        .message_id("bad-1");
+    bench
+        .connection
+        .jetstream
+        .send_publish(Subject::ExpirationComplete.as_str(), publish)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    bench
+        .wait_for_count(
+            "SELECT count(*) FROM parked_events WHERE event_id = 'bad-1' AND failures = 1",
+            1,
+        )
+        .await;
+    assert_eq!(recorder.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_changes_nothing() {
+    let bench = Bench::start().await;
+    let ack_wait = Duration::from_secs(1);
+    let order_id = Uuid::new_v4();
+    publish_raw(&bench.nats.url, "evt-1", &ExpirationComplete { order_id }).await;
+
+    // The first instance applies and commits, then "crashes" before acknowledging.
+    let recorder = Recorder::new("crashed");
+    let subject = Subject::ExpirationComplete;
+    let message = take_delivery(&bench.connection, SERVICE, subject, ack_wait).await;
+    let event: ExpirationComplete = serde_json::from_slice(&message.payload).unwrap();
+    assert!(apply_without_acknowledging(&bench.pool, &recorder, "evt-1", event).await);
+    drop(message);
+
+    // A healthy instance gets the redelivery once the ack wait has passed.
+    let healthy = Recorder::new("healthy");
+    bench.start_consumer(healthy.clone(), &config(10, ack_wait));
+    wait_until("the redelivery to be acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, subject, 1)
+    })
+    .await;
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+    assert_eq!(
+        healthy.calls(),
+        0,
+        "the redelivery was recognised as handled"
+    );
+}
+
+#[tokio::test]
+async fn stopping_the_relay_flushes_what_is_committed() {
+    let bench = Bench::start().await;
+    bench.commit_events(&ids(50)).await;
+    let relay = Relay::new(bench.pool.clone(), bench.connection.jetstream.clone());
+    let stop = CancellationToken::new();
+    stop.cancel();
+    relay.run(stop, Duration::from_secs(10)).await;
+    assert_eq!(bench.count("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(bench.stream_messages().await, 50);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_delivery_and_the_rest_is_handled() {
+    let bench = Bench::start().await;
+    let poison = Uuid::new_v4();
+    let recorder = Recorder {
+        panic_on: Some(poison),
+        ..Recorder::new("a")
+    };
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+    let mut events = ids(20);
+    events.insert(7, poison);
+    bench.commit_events(&events).await;
+
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 20)
+        .await;
+    let (payload, failures, error): (String, i64, String) =
+        sqlx::query_as("SELECT payload, failures, error FROM parked_events")
+            .fetch_one(&bench.pool)
+            .await
+            .unwrap();
+    assert!(payload.contains(&poison.to_string()));
+    assert_eq!(failures, 3);
+    assert!(error.contains("the handler panicked: "), "{error}");
+    let poisoned: i64 = sqlx::query_scalar("SELECT count(*) FROM handled WHERE order_id = $1")
+        .bind(poison)
+        .fetch_one(&bench.pool)
+        .await
+        .unwrap();
+    assert_eq!(poisoned, 0, "the panicking attempts were rolled back");
+
+    // The consumer carries on.
+    bench.commit_events(&ids(5)).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 25)
+        .await;
+    assert!(bench.workers.health().failing().is_empty());
+}
+
+/// A replica of "tickets" (`ticket.created` / `ticket.updated`) that applies versions
+/// strictly in order, for the tests of waiting events.
+#[derive(Clone, Default)]
+struct Replica {
+    updates_seen: Arc<AtomicU32>,
+}
+
+impl Listener for Replica {
+    type Event = TicketUpdated;
+
+    async fn handle(&self, tx: &mut Tx, event: TicketUpdated) -> anyhow::Result<Handled> {
+        self.updates_seen.fetch_add(1, Ordering::SeqCst);
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM replica WHERE id = $1 FOR UPDATE")
+                .bind(event.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(answer) = unless_next(version, event.version) {
+            return Ok(answer);
+        }
+        sqlx::query("UPDATE replica SET version = $2, title = $3 WHERE id = $1")
+            .bind(event.id)
+            .bind(event.version)
+            .bind(&event.title)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Handled::Done)
+    }
+}
+
+struct ReplicaCreated;
+
+impl Listener for ReplicaCreated {
+    type Event = TicketCreated;
+
+    async fn handle(&self, tx: &mut Tx, event: TicketCreated) -> anyhow::Result<Handled> {
+        sqlx::query("INSERT INTO replica (id, version, title) VALUES ($1, $2, $3)")
+            .bind(event.id)
+            .bind(event.version)
+            .bind(&event.title)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Handled::Done)
+    }
+}
+
+#[tokio::test]
+async fn an_event_waiting_for_its_predecessor_is_never_parked() {
+    let bench = Bench::start().await;
+    sqlx::query(
+        "CREATE TABLE replica (id UUID PRIMARY KEY, version BIGINT NOT NULL, title TEXT NOT NULL)",
+    )
+    .execute(&bench.pool)
+    .await
+    .unwrap();
+    // Parking after 3 failures and retrying every 200 ms at most: the old rule parked
+    // an event after 3 deliveries, waiting or not.
+    let config = config(3, Duration::from_secs(5));
+    let replica = Replica::default();
+    let listeners = Listeners::new()
+        .listen(replica.clone())
+        .listen(ReplicaCreated);
+    Consumers::new(SERVICE, bench.pool.clone(), &config, listeners).spawn(
+        &bench.workers,
+        &bench.connection,
+        &bench.stop,
+    );
+
+    let (id, user_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let price = Price::from_cents(100).unwrap();
+    let updated = |version: i64| TicketUpdated {
+        id,
+        version,
+        title: format!("v{version}"),
+        price,
+        user_id,
+        order_id: None,
+    };
+    publish_raw(&bench.nats.url, "update-2", &updated(2)).await;
+    publish_raw(&bench.nats.url, "update-1", &updated(1)).await;
+    wait_until("ten deliveries of the waiting updates", || async {
+        replica.updates_seen.load(Ordering::SeqCst) >= 10
+    })
+    .await;
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+
+    let created = TicketCreated {
+        id,
+        version: 0,
+        title: "v0".into(),
+        price,
+        user_id,
+    };
+    publish_raw(&bench.nats.url, "created", &created).await;
+    bench
+        .wait_for_count("SELECT coalesce(max(version), -1) FROM replica", 2)
+        .await;
+    let title: String = sqlx::query_scalar("SELECT title FROM replica")
+        .fetch_one(&bench.pool)
+        .await
+        .unwrap();
+    assert_eq!(title, "v2");
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(bench.count("SELECT count(*) FROM event_failures").await, 0);
+}
+
+#[tokio::test]
+async fn a_parked_event_can_be_re_driven_once_its_cause_is_fixed() {
+    let bench = Bench::start().await;
+    let recorder = Recorder::new("a");
+    recorder.failures_left.store(3, Ordering::SeqCst);
+    let config = config(3, Duration::from_secs(5));
+    bench.start_relay();
+    bench.start_consumer(recorder.clone(), &config);
+    let order_id = Uuid::new_v4();
+    bench.commit_events(&[order_id]).await;
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    assert_eq!(bench.count("SELECT count(*) FROM event_failures").await, 0);
+
+    // The operator's view, through the same listeners as the service.
+    let operator = bench.consumers(recorder.clone(), &config);
+    let parked = operator.parked().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].subject, "expiration.complete");
+    assert_eq!(parked[0].failures, 3);
+    assert!(parked[0].error.contains("injected failure"));
+
+    // The cause is gone (failures_left is spent): re-driving applies it once.
+    assert_eq!(
+        operator.redrive(parked[0].id).await.unwrap(),
+        Redriven::Applied
+    );
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+    assert!(operator.redrive(parked[0].id).await.is_err(), "it is gone");
+
+    // A parked event that was handled meanwhile is recognised and only removed.
+    sqlx::query(
+        "INSERT INTO parked_events (event_id, subject, payload, failures, error)
+         SELECT event_id, subject, $1, 1, 'copy' FROM processed_events",
+    )
+    .bind(serde_json::json!({ "orderId": order_id }).to_string())
+    .execute(&bench.pool)
+    .await
+    .unwrap();
+    let results = operator.redrive_all().await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1, Redriven::AlreadyHandled);
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 1);
+}
+
+#[tokio::test]
+async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
+    let bench = Bench::start().await;
+    let recent = Uuid::new_v4();
+    for (event_id, age) in [
+        ("old-1", "8 days"),
+        ("old-2", "30 days"),
+        ("recent-1", "6 days"),
+        (&*recent.to_string(), "1 hour"),
+    ] {
+        sqlx::query(
+            "INSERT INTO processed_events (event_id, subject, processed_at)
+             VALUES ($1, 'expiration.complete', now() - $2::interval)",
+        )
+        .bind(event_id)
+        .bind(age)
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    }
+    for (event_id, age) in [("parked-old", "9 days"), ("parked-new", "1 day")] {
+        sqlx::query(
+            "INSERT INTO parked_events (event_id, subject, payload, failures, error, parked_at)
+             VALUES ($1, 'expiration.complete', '{}', 1, 'x', now() - $2::interval)",
+        )
+        .bind(event_id)
+        .bind(age)
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    }
+
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let pruner = BUS_TABLES
+        .iter()
+        .fold(Pruner::new(bench.pool.clone(), week), |p, &(t, c)| {
+            p.table(t, c)
+        });
+    let deleted = pruner.prune().await.unwrap();
+    assert!(deleted.contains(&("processed_events", 2)), "{deleted:?}");
+    assert!(deleted.contains(&("parked_events", 1)), "{deleted:?}");
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM processed_events ORDER BY event_id")
+            .fetch_all(&bench.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.contains(&"recent-1".to_owned()));
+
+    // A copy of an event handled within the horizon is still recognised.
+    let recorder = Recorder::new("a");
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+    publish_raw(
+        &bench.nats.url,
+        &recent.to_string(),
+        &ExpirationComplete { order_id: recent },
+    )
+    .await;
+    wait_until("the copy to be acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 1)
+    })
+    .await;
+    assert_eq!(recorder.calls(), 0, "the copy never reached the listener");
+}

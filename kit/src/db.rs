@@ -1,0 +1,199 @@
+//! The service's database: its settings, its two connection pools, its migrations,
+//! and the readiness check `/readyz` runs on it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Env, Secret, at_least};
+use crate::retry::Patience;
+use crate::service::{Part, Readiness};
+use crate::supervisor::Workers;
+
+/// The service's database and how its connections are shared.
+///
+/// HTTP handlers and background work (event handlers, the outbox relay, timers) draw
+/// from two separate pools, so that a burst of events can never leave a request
+/// waiting for a connection.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL` (required).
+    pub url: Secret,
+    /// `DATABASE_HTTP_CONNECTIONS` (default 10; formerly `DATABASE_MAX_CONNECTIONS`):
+    /// connections for HTTP requests.
+    pub http_connections: u32,
+    /// `DATABASE_EVENT_CONNECTIONS` (default 8): connections for background work. Event
+    /// handlers of all subjects together use all but one of them at a time, leaving one
+    /// for the relay and timers. (8 rather than 4 replicated a burst of 10,000 tickets
+    /// about 15 % sooner; see docs/benchmarks.md.)
+    pub event_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT_SECONDS` (default 5): how long a request waits for a
+    /// connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            url: env.required("DATABASE_URL")?,
+            http_connections: env.optional("DATABASE_HTTP_CONNECTIONS", 10)?,
+            event_connections: env.optional("DATABASE_EVENT_CONNECTIONS", 8)?,
+            acquire_timeout: env.seconds("DATABASE_ACQUIRE_TIMEOUT_SECONDS", 5)?,
+        };
+        at_least(1, "DATABASE_HTTP_CONNECTIONS", config.http_connections)?;
+        at_least(2, "DATABASE_EVENT_CONNECTIONS", config.event_connections)?;
+        Ok(config)
+    }
+
+    pub fn for_tests(url: &str) -> Self {
+        Self {
+            url: Secret::new(url),
+            http_connections: 5,
+            event_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The same database with few connections, for a command run beside a live
+    /// service (`<service> parked list`).
+    pub fn for_a_command(&self) -> Self {
+        Self {
+            http_connections: 1,
+            event_connections: 2,
+            ..self.clone()
+        }
+    }
+}
+
+/// The connection pools of a service (see [`DatabaseConfig`]): one for HTTP requests,
+/// one for background work, so that neither can starve the other.
+///
+/// As a [`Part`] of a service it makes `/readyz` follow the database, and it is
+/// closed last, once everything else has stopped.
+#[derive(Clone)]
+pub struct Pools {
+    /// For HTTP handlers.
+    pub http: PgPool,
+    /// For event handlers, the outbox relay and timers.
+    pub events: PgPool,
+}
+
+impl Pools {
+    /// Connects to the service's database, waiting up to 30 s for it to come up.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(config.url.expose())
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let http = pool_options()
+            .max_connections(config.http_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        // Background work may queue for a connection: nobody is waiting on an answer,
+        // and failing instead would only count against the event.
+        let events = pool_options()
+            .max_connections(config.event_connections)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options);
+        let pools = Self { http, events };
+        Patience::CONNECT
+            .connect("the database", || pools.http.acquire())
+            .await?;
+        Ok(pools)
+    }
+
+    /// Runs `migrator`'s migrations that have not run yet.
+    pub async fn migrate(&self, migrator: &Migrator) -> anyhow::Result<()> {
+        migrator
+            .run(&self.events)
+            .await
+            .context("running migrations")
+    }
+
+    pub async fn close(&self) {
+        self.http.close().await;
+        self.events.close().await;
+    }
+}
+
+impl Part for Pools {
+    fn readiness(&self) -> Option<Readiness> {
+        Some(database_answers(self.http.clone()))
+    }
+
+    fn start(&mut self, _workers: &Workers, _stop: &CancellationToken) {}
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.close().await })
+    }
+}
+
+/// `/readyz`: the service can serve HTTP while `pool`'s database answers (within 2 s).
+pub fn database_answers(pool: PgPool) -> Readiness {
+    Readiness::new(move || {
+        let pool = pool.clone();
+        async move {
+            let answered = tokio::time::timeout(
+                Duration::from_secs(2),
+                sqlx::query("SELECT 1").execute(&pool),
+            );
+            match answered.await {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err("the database does not answer".to_owned()),
+            }
+        }
+    })
+}
+
+/// A connection that sat idle longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool settings both pools share. sqlx pings every connection it hands out by
+/// default: a second round trip to PostgreSQL for each one-query request. Here only a
+/// connection that sat idle for [`PING_AFTER_IDLE`] is pinged (one that just served a
+/// request is known to be alive), as HikariCP's `aliveBypassWindowMs` does; a
+/// connection that breaks while busy fails its query, is discarded, and the request
+/// answers 500 or the event is redelivered.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::describe;
+
+    #[test]
+    fn the_database_settings_are_listed_with_the_old_name_of_the_http_pool() {
+        let variables = describe(DatabaseConfig::from_env);
+        let required: Vec<_> = variables
+            .iter()
+            .filter(|v| v.required)
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(required, ["DATABASE_URL"]);
+        let http = variables
+            .iter()
+            .find(|v| v.name == "DATABASE_HTTP_CONNECTIONS")
+            .unwrap();
+        assert_eq!(http.formerly, Some("DATABASE_MAX_CONNECTIONS"));
+        assert!(
+            variables
+                .iter()
+                .any(|v| v.name == "DATABASE_EVENT_CONNECTIONS")
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The router scaffolding every service shares.
+//!
+//! [`app`] takes a service's API routes and adds the operational routes of
+//! `docs/api.md` § Operations (`/healthz`, `/readyz`,
+//! `/metrics`), the JSON 404 for unknown routes, the body-size limit, the request
+//! timeout, panic recovery and request observation.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use common::Error;
+use tower::ServiceBuilder;
+
+use crate::service::Readiness;
+use crate::supervisor::Health;
+use crate::telemetry;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// What the health routes look at.
+#[derive(Clone)]
+pub struct Probes {
+    /// `/readyz`: the service can serve HTTP while every check passes (its database
+    /// answers, if it has one). NATS is not checked: writes wait in the outbox while
+    /// the bus is away, so a bus outage must not take every pod out of its Service.
+    pub readiness: Vec<Readiness>,
+    /// `/healthz`: the process is alive and no background worker is crash-looping.
+    pub health: Health,
+}
+
+/// Wraps a service's API routes into the complete application.
+pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
+    api.route("/healthz", get(healthz).with_state(probes.health.clone()))
+        .route("/readyz", get(readyz).with_state(probes.readiness))
+        .route("/metrics", get(|| async { telemetry::render_metrics() }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        // One layer of two: axum wraps every route in each `layer` it is given, and
+        // each wrapping costs a boxed clone and a boxed future per request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(telemetry::Observe::new(request_timeout))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
+}
+
+async fn healthz(State(health): State<Health>) -> Response {
+    let failing = health.failing();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        let body = format!("failing background workers: {}", failing.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn readyz(State(checks): State<Vec<Readiness>>) -> Response {
+    for check in &checks {
+        if let Err(reason) = check.check().await {
+            let body = format!("not ready: {reason}");
+            return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+    }
+    (StatusCode::OK, "ready").into_response()
+}
+
+/// Unknown routes, and known routes with another method (as the original's catch-all).
+async fn not_found() -> Error {
+    Error::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("secret detail")
+    }
+
+    async fn stuck() -> &'static str {
+        std::future::pending::<()>().await;
+        "never"
+    }
+
+    fn test_app() -> Router {
+        let api = Router::new()
+            .route("/api/boom", get(boom))
+            .route("/api/stuck", get(stuck))
+            .route("/api/fine", get(|| async { "fine" }));
+        let unreachable = Readiness::new(|| async { Err("nothing answers".to_owned()) });
+        let probes = Probes {
+            readiness: vec![unreachable],
+            health: Health::default(),
+        };
+        app(api, probes, Duration::from_millis(200))
+    }
+
+    async fn call(path: &str) -> (StatusCode, String) {
+        let response = test_app()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn panics_are_500_without_details() {
+        let (status, body) = call("/api/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, r#"{"errors":[{"message":"Something went wrong"}]}"#);
+        assert_eq!(
+            call("/api/fine").await,
+            (StatusCode::OK, "fine".to_owned()),
+            "the app survives"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_are_404_json() {
+        let (status, body) = call("/api/nothing/here").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, r#"{"errors":[{"message":"Not Found"}]}"#);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_runs_too_long_is_503_with_the_error_body() {
+        let started = std::time::Instant::now();
+        let (status, body) = call("/api/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            r#"{"errors":[{"message":"The request took too long; please try again"}]}"#
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_when_a_check_fails() {
+        assert_eq!(call("/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            call("/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: nothing answers".to_owned()
+            )
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The middleware around every request: a time limit, panic recovery, one log line,
+//! two metrics.
+//!
+//! It is on every request's path, so it is one plain tower layer rather than several
+//! (axum wraps every route in each layer it is given, at the cost of a boxed clone and
+//! a boxed future per request each) or `axum::middleware::from_fn` (which boxes a
+//! future and clones the inner service per request). It creates the timer only once a
+//! request has to wait (a request answered on its first poll never touches the timer
+//! wheel), keeps its two metrics by hand ([`super::http_metrics`]), and leaves the log
+//! line's formatting to the log
+//! thread ([`super::requests`]).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::response::{IntoResponse as _, Response};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::{Layer, Service};
+
+use super::{http_metrics, requests};
+use crate::supervisor::panic_message;
+use common::Error;
+
+/// Bounds each request's time (`REQUEST_TIMEOUT_SECONDS`: a request still running then
+/// is abandoned, its transaction rolled back, and answered 503), answers a handler's
+/// panic with 500 (the message only in the log), then writes one log
+/// line with method, route, status and latency and records `http_requests_total` /
+/// `http_request_duration_seconds` by route and status. The route is the matched
+/// pattern (`/api/tickets/{id}`), never the raw path, so ids do not explode the
+/// metric's cardinality.
+#[derive(Debug, Clone, Copy)]
+pub struct Observe {
+    limit: Duration,
+}
+
+impl Observe {
+    pub fn new(limit: Duration) -> Self {
+        Self { limit }
+    }
+}
+
+impl<S> Layer<S> for Observe {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// A service wrapped by [`Observe`].
+#[derive(Debug, Clone)]
+pub struct Observed<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, E> Service<Request> for Observed<S>
+where
+    S: Service<Request, Response = Response, Error = E>,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let inner = &mut self.inner;
+        let (response, answer) =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                Ok(future) => (Some(future), None),
+                Err(panic) => (None, Some(panicked(panic.as_ref()))),
+            };
+        ObservedFuture {
+            response,
+            answer,
+            timer: None,
+            limit: self.limit,
+            started: Instant::now(),
+            method,
+            route,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Observed`].
+    pub struct ObservedFuture<F> {
+        #[pin]
+        response: Option<F>,
+        // The answer, when the handler panicked before it had a future.
+        answer: Option<Response>,
+        // Made on the first `Pending`, from the request's start.
+        #[pin]
+        timer: Option<Sleep>,
+        limit: Duration,
+        started: Instant,
+        method: Method,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let polled = match (this.answer.take(), this.response.as_mut().as_pin_mut()) {
+            (Some(answer), _) => Poll::Ready(Ok(answer)),
+            (None, Some(response)) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| response.poll(cx)))
+                    .unwrap_or_else(|panic| Poll::Ready(Ok(panicked(panic.as_ref()))))
+            }
+            (None, None) => Poll::Ready(Ok(unanswered())),
+        };
+        let response = match polled {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => {
+                if this.timer.is_none() {
+                    let deadline = *this.started + *this.limit;
+                    this.timer
+                        .set(Some(tokio::time::sleep_until(deadline.into())));
+                }
+                if let Some(timer) = this.timer.as_pin_mut() {
+                    ready!(timer.poll(cx));
+                }
+                tracing::warn!(
+                    limit_ms = this.limit.as_millis(),
+                    route = this.route.as_ref().map(MatchedPath::as_str),
+                    "request timed out"
+                );
+                Error::Unavailable("The request took too long; please try again".into())
+                    .into_response()
+            }
+        };
+        let latency = this.started.elapsed();
+        let status = response.status();
+        let route = this.route.take();
+        let route_label = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        http_metrics::record(this.method, route_label, status, latency);
+        if requests::enabled() {
+            requests::log(requests::Record {
+                at: SystemTime::now(),
+                method: std::mem::replace(this.method, Method::GET),
+                route,
+                status,
+                latency,
+            });
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The answer to a request whose handler panicked: 500, the message only in the log.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
+    let message = panic_message(panic);
+    Error::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+/// Polled again after it answered: a bug in the caller, not in the request.
+fn unanswered() -> Response {
+    Error::Internal(anyhow::anyhow!("a finished request was polled again")).into_response()
+}

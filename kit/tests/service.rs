@@ -1,0 +1,151 @@
+//! A whole service built with the kit against a real PostgreSQL: health, readiness,
+//! supervision of background work.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use kit::config::{ConfigError, Env, HttpConfig};
+use kit::db::{DatabaseConfig, Pools};
+use kit::{App, Service};
+use testkit::{TestDatabase, TestServer, wait_until};
+
+/// A service with a database, and optionally a background task that always panics.
+struct Plain {
+    http: HttpConfig,
+    database: DatabaseConfig,
+    /// Counts the runs of the panicking task, if it has one.
+    poisoned: Option<Arc<AtomicU32>>,
+}
+
+impl Plain {
+    fn new(database: &TestDatabase) -> Self {
+        Self {
+            http: HttpConfig::for_tests(),
+            database: DatabaseConfig::for_tests(&database.url),
+            poisoned: None,
+        }
+    }
+}
+
+impl Service for Plain {
+    const NAME: &'static str = "plain";
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            poisoned: None,
+        })
+    }
+
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    async fn start(self) -> anyhow::Result<App> {
+        let pools = Pools::connect(&self.database).await?;
+        let api = Router::new().route("/api/fine", get(|| async { "fine" }));
+        let app = App::new(api).with_part(pools);
+        Ok(match self.poisoned {
+            None => app,
+            Some(runs) => app.with_task("poisoned", move |_stop| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async { panic!("injected: the worker cannot run") }
+            }),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
+    let database = TestDatabase::create().await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let service = Plain {
+        poisoned: Some(Arc::clone(&runs)),
+        ..Plain::new(&database)
+    };
+    let server = TestServer::serve(service).await;
+    server.ready().await;
+
+    // Restarted after 1 s and 2 s: the third failure in a row is a crash loop.
+    wait_until("/healthz to report the crash loop", || async {
+        server.get("/healthz", None).await.status == 503
+    })
+    .await;
+    assert!(runs.load(Ordering::SeqCst) >= 3);
+    let health = server.get("/healthz", None).await;
+    assert_eq!(
+        health.body, "failing background workers: poisoned",
+        "it names the worker"
+    );
+    let metrics = server.get("/metrics", None).await.body;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"worker_restarts_total{worker="poisoned"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"worker_up{worker="poisoned"} 0"#),
+        "{metrics}"
+    );
+    // The process itself keeps serving.
+    assert_eq!(server.get("/api/fine", None).await.status, 200);
+    assert_eq!(server.get("/readyz", None).await.status, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_only() {
+    let database = TestDatabase::create().await;
+    let server = TestServer::serve(Plain::new(&database)).await;
+    server.ready().await;
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    drop(database); // dropped WITH (FORCE): its connections are cut
+    wait_until("/readyz to fail without its database", || async {
+        server.get("/readyz", None).await.status == 503
+    })
+    .await;
+    assert_eq!(
+        server.get("/healthz", None).await.status,
+        200,
+        "alive all the same"
+    );
+}
+
+/// A pooled connection is not pinged when it was just used, but one that sat idle is:
+/// a connection the server closed meanwhile is replaced, never handed to a request.
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_replaced_before_use() {
+    let database = TestDatabase::create().await;
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 1;
+    let pools = Pools::connect(&db).await.unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pools.http)
+            .await
+    };
+    let first = backend().await.unwrap();
+    assert_eq!(
+        backend().await.unwrap(),
+        first,
+        "the one connection is reused"
+    );
+
+    let admin = database.pool().await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let replaced = backend()
+        .await
+        .expect("the dead connection is found out before it is used");
+    assert_ne!(replaced, first);
+}
