@@ -20,7 +20,8 @@
 #
 # Settings (environment): STACK_DIR (.stack), STACK_PROFILE (release; debug for tests and
 # `make dev`), PG_PORT (55432), NATS_PORT (4222), NATS_HTTP_PORT (8222), INGRESS_PORT
-# (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), STANDIN_PORT (12111),
+# (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), OPS_PORT_BASE
+# (SERVICE_PORT_BASE + 1000: their operational endpoints), STANDIN_PORT (12111),
 # and those handed to the services unchanged: JWT_KEY, EXPIRATION_WINDOW_SECONDS,
 # STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
 # LOG_FORMAT, SHUTDOWN_GRACE_SECONDS; LOG_MAX_MB (64): the size at which a log under
@@ -40,6 +41,9 @@ NATS_PORT="${NATS_PORT:-4222}"
 NATS_HTTP_PORT="${NATS_HTTP_PORT:-8222}"
 INGRESS_PORT="${INGRESS_PORT:-8080}"
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-3000}"
+# Each service's /healthz, /readyz and /metrics: on a port of its own, at the same offset
+# from OPS_PORT_BASE (auth on 4001 ... client on 4006), which nginx never routes to.
+OPS_PORT_BASE="${OPS_PORT_BASE:-$((SERVICE_PORT_BASE + 1000))}"
 STANDIN_PORT="${STANDIN_PORT:-12111}"
 NATS_VERSION="${NATS_VERSION:-2.15.1}"
 # The build the stack runs, unless STACK_PROFILE says otherwise (`make dev` and the tests
@@ -267,9 +271,16 @@ CONF
   die "nats-server did not start; see $LOGS/nats.log"
 }
 
+# The port of a service's /readyz, /healthz and /metrics (the stand-in has one port).
+ops_port_of() {
+  local name="$1" port="$2"
+  if [ "$name" = stripe-standin ]; then echo "$port"; else echo $(( port - SERVICE_PORT_BASE + OPS_PORT_BASE )); fi
+}
+
 service_env() {
   local name="$1" port="$2" db="$3" bus="$4"
   echo "PORT=$port"
+  [ "$name" != stripe-standin ] && echo "OPS_PORT=$(ops_port_of "$name" "$port")"
   echo "BIND_ADDRESS=127.0.0.1"
   echo "JWT_KEY=${JWT_KEY:-local-development-jwt-key}"
   echo "COOKIE_SECURE=${COOKIE_SECURE:-false}"
@@ -278,6 +289,10 @@ service_env() {
   [ "$db" != "-" ] && echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$db"
   if [ -z "${STRIPE_KEY:-}" ] && { [ "$name" = payments ] || [ "$name" = stripe-standin ]; }; then
     echo "STRIPE_KEY=$STANDIN_KEY"
+    echo "STRIPE_API_BASE=http://127.0.0.1:$STANDIN_PORT"
+  fi
+  # The client offers the stand-in's test cards only against the stand-in.
+  if [ -z "${STRIPE_KEY:-}" ] && [ "$name" = client ]; then
     echo "STRIPE_API_BASE=http://127.0.0.1:$STANDIN_PORT"
   fi
   [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
@@ -301,6 +316,7 @@ start_service() {
   local binary; binary="$(binary_of "$name")"
   [ -x "$binary" ] || die "$binary is not built; run: make up (or cargo build --bins)"
   port_taken "$port" && die "port $port (for $name) is taken by another program; choose other ports with SERVICE_PORT_BASE"
+  port_taken "$(ops_port_of "$name" "$port")" && die "port $(ops_port_of "$name" "$port") (for $name's operational endpoints) is taken by another program; choose other ports with OPS_PORT_BASE"
   log "starting $name on 127.0.0.1:$port"
   mkdir -p "$RUN" "$LOGS"
   (
@@ -311,7 +327,7 @@ start_service() {
 }
 
 wait_ready() {
-  local name="$1" port="$2"
+  local name="$1" port; port="$(ops_port_of "$1" "$2")"
   for _ in $(seq 1 120); do
     curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
     alive "$name" || die "$name exited; see $LOGS/$name.log"

@@ -5,14 +5,16 @@ use std::time::Duration;
 use kit::config::{ConfigError, Env};
 use kit::retry::Backoff;
 
+pub use crate::stream::StreamSettings;
+
 /// Settings of services on the event bus.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     /// `NATS_URL` (required).
     pub nats_url: String,
-    /// `STREAM_REPLICAS` (default 1): copies JetStream keeps of the stream (3 in a
-    /// three-node cluster). An existing stream is updated to it.
-    pub stream_replicas: usize,
+    /// `STREAM_REPLICAS`, `STREAM_MAX_BYTES`, `STREAM_MAX_AGE_DAYS`: the stream's
+    /// copies and limits (see [`StreamSettings`]). An existing stream is updated to them.
+    pub stream: StreamSettings,
     /// `EVENT_MAX_FAILURES` (default 50): failed attempts at handling one event before
     /// it is parked. An event that only waits (its predecessor has not arrived) is
     /// never parked.
@@ -38,9 +40,14 @@ pub struct BusConfig {
 
 impl BusConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = StreamSettings::default();
         let config = Self {
             nats_url: env.required("NATS_URL")?,
-            stream_replicas: env.optional("STREAM_REPLICAS", 1)?,
+            stream: StreamSettings {
+                replicas: env.optional("STREAM_REPLICAS", defaults.replicas)?,
+                max_bytes: env.optional("STREAM_MAX_BYTES", defaults.max_bytes)?,
+                max_age: days(env.optional("STREAM_MAX_AGE_DAYS", 30_u64)?),
+            },
             max_failures: env.optional("EVENT_MAX_FAILURES", 50)?,
             retry_max_delay: env.fractional_seconds("EVENT_RETRY_MAX_DELAY_SECONDS", 5.0)?,
             wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
@@ -61,7 +68,7 @@ impl BusConfig {
     pub fn for_tests(nats_url: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
-            stream_replicas: 1,
+            stream: StreamSettings::default(),
             max_failures: 50,
             retry_max_delay: Duration::from_secs(5),
             wait_warn_after: Duration::from_secs(60),
@@ -83,6 +90,10 @@ impl BusConfig {
 
 fn hours(hours: u64) -> Duration {
     Duration::from_secs(hours * 3600)
+}
+
+fn days(days: u64) -> Duration {
+    hours(days * 24)
 }
 
 #[cfg(test)]

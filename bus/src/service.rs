@@ -54,7 +54,7 @@ impl Backend {
         let pools = Pools::connect(database).await?;
         migrate(&pools.events).await?;
         pools.migrate(S::MIGRATOR).await?;
-        let nats = stream::connect(&config.nats_url, S::NAME, config.stream_replicas).await?;
+        let nats = stream::connect(&config.nats_url, S::NAME, &config.stream).await?;
         let consumers = Consumers::new(S::NAME, pools.events.clone(), config, S::listeners());
         let pruner = BUS_TABLES.iter().chain(S::PRUNED).fold(
             Pruner::new(pools.events.clone(), config.retention),

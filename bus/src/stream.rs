@@ -18,11 +18,41 @@ pub struct Nats {
     pub jetstream: jetstream::Context,
 }
 
+/// The stream's size: its copies and its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `STREAM_REPLICAS` (default 1): copies JetStream keeps of the stream (3 in a
+    /// three-node cluster).
+    pub replicas: usize,
+    /// `STREAM_MAX_BYTES` (default 1 GiB): the most the stream may hold on each node;
+    /// past it the oldest events are dropped (never a refused publish). Size it with
+    /// the volume: below the server's `max_file_store`, which is below the volume.
+    pub max_bytes: i64,
+    /// `STREAM_MAX_AGE_DAYS` (default 30): events older than this are dropped. It must
+    /// outlast the longest a consumer may be away (a service down, a new one catching
+    /// up from the start).
+    pub max_age: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 /// Connects to NATS (waiting up to 30 s for it to come up) and makes sure the stream
-/// exists with `replicas` copies. Once connected, the client reconnects on its own
-/// for as long as it lives; the connection state is logged and exported as the
+/// exists as `settings` say. Once connected, the client reconnects on its own for as
+/// long as it lives; the connection state is logged and exported as the
 /// `nats_connected` gauge.
-pub async fn connect(url: &str, client_name: &str, replicas: usize) -> anyhow::Result<Nats> {
+pub async fn connect(
+    url: &str,
+    client_name: &str,
+    settings: &StreamSettings,
+) -> anyhow::Result<Nats> {
     let client = Patience::CONNECT
         .connect("NATS", || {
             async_nats::ConnectOptions::new()
@@ -35,7 +65,7 @@ pub async fn connect(url: &str, client_name: &str, replicas: usize) -> anyhow::R
         .await?;
     metrics::gauge!("nats_connected").set(1.0);
     let jetstream = jetstream::new(client.clone());
-    ensure_stream(&jetstream, replicas).await?;
+    ensure_stream(&jetstream, settings).await?;
     Ok(Nats { client, jetstream })
 }
 
@@ -55,28 +85,32 @@ fn report(event: &async_nats::Event) {
 
 /// What the stream should be.
 ///
-/// Retention is by limits, without an age limit: a consumer created later (a new
-/// service, or a new replica's durable) can still read every event from the start.
+/// Retention is by limits, generous ones: a consumer created later (a new service, or
+/// a new replica's durable) can still read every event within them from the start.
+/// Past them the oldest events go first, so a full volume never refuses a publish.
 /// Messages carrying a `Nats-Msg-Id` seen within the duplicate window are stored once.
-pub fn stream_config(replicas: usize) -> stream::Config {
+pub fn stream_config(settings: &StreamSettings) -> stream::Config {
     stream::Config {
         name: STREAM.to_owned(),
         subjects: Subject::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_bytes: settings.max_bytes,
+        max_age: settings.max_age,
         duplicate_window: DUPLICATE_WINDOW,
-        num_replicas: replicas.max(1),
+        num_replicas: settings.replicas.max(1),
         ..Default::default()
     }
 }
 
 /// Creates the stream if it does not exist yet, and updates it when its subjects,
-/// duplicate window or replica count differ from what this version wants.
+/// duplicate window, replica count or limits differ from what this version wants.
 pub async fn ensure_stream(
     jetstream: &jetstream::Context,
-    replicas: usize,
+    settings: &StreamSettings,
 ) -> anyhow::Result<stream::Stream> {
-    let wanted = stream_config(replicas);
+    let wanted = stream_config(settings);
     // Several services start at once; if another one created it first, just fetch it.
     let mut attempt = 0;
     let mut stream = loop {
@@ -93,7 +127,9 @@ pub async fn ensure_stream(
     let current = &stream.cached_info().config;
     let differs = current.num_replicas != wanted.num_replicas
         || current.duplicate_window != wanted.duplicate_window
-        || current.subjects != wanted.subjects;
+        || current.subjects != wanted.subjects
+        || current.max_bytes != wanted.max_bytes
+        || current.max_age != wanted.max_age;
     if differs {
         tracing::info!(
             replicas = wanted.num_replicas,
@@ -103,6 +139,8 @@ pub async fn ensure_stream(
         updated.num_replicas = wanted.num_replicas;
         updated.duplicate_window = wanted.duplicate_window;
         updated.subjects = wanted.subjects;
+        updated.max_bytes = wanted.max_bytes;
+        updated.max_age = wanted.max_age;
         jetstream
             .update_stream(updated)
             .await

@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use bus::parked::Redriven;
 use bus::prune::{BUS_TABLES, Pruner};
 use bus::service::migrate as migrate_bus;
-use bus::stream::{self, Nats, STREAM};
+use bus::stream::{self, Nats, STREAM, StreamSettings};
 use bus::{
     BusConfig, Consumers, Handled, Listener, Listeners, Relay, Staged, Tx, append, unless_next,
 };
@@ -47,7 +47,9 @@ impl Bench {
             .await
             .unwrap();
         let nats = TestNats::start().await;
-        let connection = stream::connect(&nats.url, "bus-test", 1).await.unwrap();
+        let connection = stream::connect(&nats.url, "bus-test", &StreamSettings::default())
+            .await
+            .unwrap();
         Self {
             pool,
             nats,

@@ -51,15 +51,11 @@ fn bus(mut bus: BusConfig) -> BusConfig {
     bus
 }
 
-/// Starts a service on a fresh database of its own: `run` gets that database's URL.
-async fn start<F, Fut>(run: F) -> Running
-where
-    F: FnOnce(&str, tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
+/// Starts a service on a fresh database of its own: `configure` gets that database's
+/// URL and gives the service's configuration.
+async fn start<S: kit::Service>(configure: impl FnOnce(&str) -> S) -> Running {
     let database = TestDatabase::create().await;
-    let url = database.url.clone();
-    let server = TestServer::start(|listener, shutdown| run(&url, listener, shutdown)).await;
+    let server = TestServer::serve(configure(&database.url)).await;
     server.ready().await;
     let pool = database.pool().await;
     Running {
@@ -72,24 +68,24 @@ where
 impl Stack {
     pub async fn start(options: Options) -> Self {
         let nats = TestNats::start().await;
-        let auth = start(|db, l, s| kit::serve(auth::Config::for_tests(db), l, s)).await;
-        let tickets = start(|db, l, s| {
+        let auth = start(auth::Config::for_tests).await;
+        let tickets = start(|db| {
             let mut config = tickets::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
-            kit::serve(config, l, s)
+            config
         })
         .await;
-        let orders = start(|db, l, s| {
+        let orders = start(|db| {
             let mut config = orders::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
             config.expiration_window = options.expiration_window;
-            kit::serve(config, l, s)
+            config
         })
         .await;
-        let expiration = start(|db, l, s| {
+        let expiration = start(|db| {
             let mut config = expiration::Config::for_tests(db, &nats.url);
             config.bus = bus(config.bus);
-            kit::serve(config, l, s)
+            config
         })
         .await;
         let stripe = StandIn::new(Some(STRIPE_KEY.into()));
@@ -98,11 +94,11 @@ impl Stack {
             Ok(served.serve(listener, shutdown.cancelled_owned()).await?)
         })
         .await;
-        let payments = start(|db, l, s| {
+        let payments = start(|db| {
             let mut config =
                 payments::Config::for_tests(db, &nats.url, &stripe_server.url(""), STRIPE_KEY);
             config.bus = bus(config.bus);
-            kit::serve(config, l, s)
+            config
         })
         .await;
         Self {

@@ -16,11 +16,20 @@ fn ingress() -> String {
 }
 
 fn service_port(offset: u16) -> u16 {
-    let base: u16 = std::env::var("SERVICE_PORT_BASE")
+    port_base("SERVICE_PORT_BASE", 3000) + offset
+}
+
+/// Where a service's `/healthz`, `/readyz` and `/metrics` answer.
+fn ops_port(offset: u16) -> u16 {
+    let default = port_base("SERVICE_PORT_BASE", 3000) + 1000;
+    port_base("OPS_PORT_BASE", default) + offset
+}
+
+fn port_base(variable: &str, default: u16) -> u16 {
+    std::env::var(variable)
         .ok()
         .and_then(|b| b.parse().ok())
-        .unwrap_or(3000);
-    base + offset
+        .unwrap_or(default)
 }
 
 /// `scripts/stack.sh ARGS...` with the stack's settings (inherited).
@@ -83,6 +92,40 @@ async fn the_ingress_answers_its_own_errors_with_the_json_error_body() {
 }
 
 /// Listening sockets of /proc/net/tcp: (address, port) in hex.
+/// The operational endpoints answer on each service's ops port, never through the
+/// ingress, however the path is spelled.
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn the_operational_endpoints_are_not_reachable_through_the_ingress() {
+    let client = http_client();
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/api/users/../../metrics",
+        "/api/tickets/%2e%2e/%2e%2e/metrics",
+    ] {
+        let response = client
+            .get(format!("{}{path}", ingress()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path} through the ingress");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("http_requests_total"), "{path}: {body}");
+    }
+    let metrics = client
+        .get(format!("http://127.0.0.1:{}/metrics", ops_port(6)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.status(),
+        200,
+        "the client's own metrics, on its ops port"
+    );
+}
+
 fn listening() -> Vec<(String, u16)> {
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap()
@@ -109,14 +152,15 @@ async fn the_services_listen_on_loopback_only() {
         (5, "expiration"),
         (6, "client"),
     ] {
-        let port = service_port(offset);
-        let addresses: Vec<&str> = sockets
-            .iter()
-            .filter(|(_, p)| *p == port)
-            .map(|(a, _)| a.as_str())
-            .collect();
-        // 0100007F is 127.0.0.1 as the kernel writes it.
-        assert_eq!(addresses, ["0100007F"], "{service} on {port}");
+        for port in [service_port(offset), ops_port(offset)] {
+            let addresses: Vec<&str> = sockets
+                .iter()
+                .filter(|(_, p)| *p == port)
+                .map(|(a, _)| a.as_str())
+                .collect();
+            // 0100007F is 127.0.0.1 as the kernel writes it.
+            assert_eq!(addresses, ["0100007F"], "{service} on {port}");
+        }
     }
 }
 
@@ -149,12 +193,12 @@ async fn readiness_survives_a_nats_outage_and_writes_arrive_afterwards() {
         (5, "expiration"),
         (6, "client"),
     ] {
-        let url = format!("http://127.0.0.1:{}/readyz", service_port(offset));
+        let url = format!("http://127.0.0.1:{}/readyz", ops_port(offset));
         let status = client.get(&url).send().await.unwrap().status();
         assert_eq!(status, 200, "{service} stays ready while NATS is down");
     }
     let metrics = client
-        .get(format!("http://127.0.0.1:{}/metrics", service_port(2)))
+        .get(format!("http://127.0.0.1:{}/metrics", ops_port(2)))
         .send()
         .await
         .unwrap()

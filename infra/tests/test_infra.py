@@ -8,12 +8,10 @@ Consistency checks catch drift between the code, the manifests, the local stack 
 the workflows. Run: make infra-tests.
 """
 
-import functools
 import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import unittest
 
@@ -21,107 +19,14 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-K8S = os.path.join(ROOT, "infra", "k8s")
-SCHEMAS = os.path.join(ROOT, "infra", "schemas")
-KUBERNETES_VERSION = "1.37.0"
-OVERLAYS = ["dev", "prod", "prod-gateway"]
-APPS = ["auth", "tickets", "orders", "payments", "expiration", "client"]
-BIN = os.path.dirname(os.path.abspath(__import__("sys").executable))
+from traffic import Cluster, selects
+from rendered import (
+    APPS, CRDS, KUBERNETES_VERSION, OVERLAYS, ROOT, SCHEMAS, crd_schema, of_kind,
+    read, render, tool, unknown_fields, workloads,
+)
 
-
-def read(path):
-    with open(path) as file:
-        return file.read()
-
-
-def tool(name):
-    path = os.path.join(BIN, name)
-    return path if os.path.exists(path) else shutil.which(name)
-
-
-@functools.cache
-def render(overlay):
-    """The objects of an overlay, as `kubectl kustomize` renders them."""
-    out = subprocess.run(
-        [tool("kubectl"), "kustomize", os.path.join(K8S, "overlays", overlay)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def of_kind(objects, kind):
-    return [o for o in objects if o["kind"] == kind]
-
-
-def workloads(objects):
-    return [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
-
-
-def pod_labels(objects):
-    """The labels of every pod an overlay makes (CloudNativePG labels its instances
-    with cnpg.io/cluster)."""
-    labels = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(objects)]
-    for cluster in of_kind(objects, "Cluster"):
-        labels.append({"cnpg.io/cluster": cluster["metadata"]["name"], "cnpg.io/podRole": "instance"})
-    return labels
-
-
-def selects(selector, labels):
-    for key, value in selector.get("matchLabels", {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions", []):
-        present = expression["key"] in labels
-        value = labels.get(expression["key"])
-        operator = expression["operator"]
-        if operator == "In" and value not in expression["values"]:
-            return False
-        if operator == "NotIn" and value in expression["values"]:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
-@functools.cache
-def crd_schema(path, kind):
-    crd = yaml.safe_load(read(os.path.join(SCHEMAS, path)))
-    assert crd["spec"]["names"]["kind"] == kind
-    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-    return crd["spec"]["group"] + "/" + version["name"], version["schema"]["openAPIV3Schema"]
-
-
-def unknown_fields(value, schema, path="$"):
-    """Fields a CRD schema does not know (the API server would prune them silently)."""
-    problems = []
-    if isinstance(value, dict) and schema.get("type") == "object":
-        properties = schema.get("properties")
-        if properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            for key, item in value.items():
-                if key in properties:
-                    problems += unknown_fields(item, properties[key], f"{path}.{key}")
-                elif not schema.get("additionalProperties") and path != "$":
-                    problems.append(f"{path}.{key}")
-                elif path == "$" and key not in ("apiVersion", "kind", "metadata"):
-                    problems.append(f"{path}.{key}")
-        elif isinstance(schema.get("additionalProperties"), dict):
-            for key, item in value.items():
-                problems += unknown_fields(item, schema["additionalProperties"], f"{path}.{key}")
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            problems += unknown_fields(item, schema["items"], f"{path}[{index}]")
-    return problems
-
-
-CRDS = {
-    "Gateway": "gateway-api-v1.6.1/gateways.yaml",
-    "HTTPRoute": "gateway-api-v1.6.1/httproutes.yaml",
-    "Cluster": "cloudnative-pg-v1.30.0/clusters.yaml",
-    "ScheduledBackup": "cloudnative-pg-v1.30.0/scheduledbackups.yaml",
-}
+# Kinds no schema here describes; checked by hand below.
+WITHOUT_SCHEMA = {"ObjectStore"}
 
 
 class Manifests(unittest.TestCase):
@@ -134,7 +39,7 @@ class Manifests(unittest.TestCase):
     def test_core_objects_validate_strictly_against_kubernetes(self):
         for overlay in OVERLAYS:
             for obj in render(overlay):
-                if obj["kind"] in CRDS:
+                if obj["kind"] in CRDS or obj["kind"] in WITHOUT_SCHEMA:
                     continue
                 with self.subTest(overlay=overlay, object=f'{obj["kind"]}/{obj["metadata"]["name"]}'):
                     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -152,6 +57,20 @@ class Manifests(unittest.TestCase):
                     jsonschema.validate(obj, schema)
                     self.assertEqual(unknown_fields(obj, schema), [])
         self.assertEqual(seen, set(CRDS), "every CRD kind is used by some overlay")
+
+    def test_objects_without_a_schema_here_have_the_shape_their_docs_give(self):
+        """The Barman Cloud plugin's ObjectStore has no CRD in infra/schemas: its shape is
+        checked against the plugin's documentation by hand."""
+        stores = of_kind(render("prod"), "ObjectStore")
+        self.assertEqual(len(stores), len(APPS) - 1)
+        for store in stores:
+            with self.subTest(store=store["metadata"]["name"]):
+                self.assertEqual(store["apiVersion"], "barmancloud.cnpg.io/v1")
+                self.assertEqual(set(store["spec"]), {"retentionPolicy", "configuration"})
+                self.assertRegex(store["spec"]["retentionPolicy"], r"^\d+[dwm]$")
+                configuration = store["spec"]["configuration"]
+                self.assertTrue(configuration["destinationPath"].startswith("s3://"))
+                self.assertEqual(set(configuration["s3Credentials"]), {"accessKeyId", "secretAccessKey"})
 
     def test_every_container_has_probes_limits_and_a_restricted_security_context(self):
         for overlay in OVERLAYS:
@@ -177,9 +96,10 @@ class Manifests(unittest.TestCase):
                 pod = deployment["spec"]["template"]["spec"]
                 container = pod["containers"][0]
                 with self.subTest(overlay=overlay, deployment=deployment["metadata"]["name"]):
-                    self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
-                    self.assertEqual(container["startupProbe"]["httpGet"]["path"], "/readyz")
-                    self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
+                    for probe, path in (("readinessProbe", "/readyz"), ("startupProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                        self.assertEqual(container[probe]["httpGet"]["path"], path)
+                        expected = "http" if deployment["metadata"]["name"] == "stripe-standin" else "ops"
+                        self.assertEqual(container[probe]["httpGet"]["port"], expected, "the ops port")
                     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
                     env = {e["name"]: e.get("value") for e in container.get("env", [])}
                     grace = int(env.get("SHUTDOWN_GRACE_SECONDS", 20))
@@ -211,7 +131,11 @@ class Manifests(unittest.TestCase):
                             self.assertTrue(ref.get("optional"), f"{overlay} {name}: {ref} is missing")
                     elif "secretKeyRef" in source:
                         ref = source["secretKeyRef"]
+                        if ref.get("optional") and ref["name"] not in secrets:
+                            continue  # an optional key of a Secret made elsewhere: assume it absent
                         if ref["name"] in secrets:
+                            if ref.get("optional") and ref["key"] not in secrets[ref["name"]]["data"]:
+                                continue
                             self.assertIn(ref["key"], secrets[ref["name"]]["data"], f"{overlay} {name}: {ref}")
                         else:
                             # Created outside the overlay: by kubectl or by CloudNativePG.
@@ -229,13 +153,13 @@ class Routing(unittest.TestCase):
         (ingress,) = of_kind(render(overlay), "Ingress")
         self.assertEqual(ingress["spec"]["ingressClassName"], "nginx")
         (rule,) = ingress["spec"]["rules"]
-        return rule["host"], {
+        return rule.get("host"), {
             p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"] if p["pathType"] == "Prefix"
         }, ingress
 
     def test_the_ingress_the_httproute_and_the_local_nginx_route_alike(self):
         _, ingress, _ = self.ingress_routes("dev")
-        (route,) = of_kind(render("prod-gateway"), "HTTPRoute")
+        (route,) = [r for r in of_kind(render("prod-gateway"), "HTTPRoute") if r["metadata"]["name"] == "ticketing"]
         http_route = {}
         for rule in route["spec"]["rules"]:
             (match,) = rule["matches"]
@@ -253,15 +177,27 @@ class Routing(unittest.TestCase):
         services = {s["metadata"]["name"] for s in of_kind(render("dev"), "Service")}
         self.assertTrue(set(ingress.values()) <= services)
 
-    def test_hosts_plain_in_dev_and_tls_in_prod(self):
+    def test_any_host_on_plain_http_in_dev_and_tls_with_a_redirect_in_prod(self):
+        """The dev loop answers whatever host the browser sends (localhost through
+        skaffold's port-forward; a .dev host would be forced to HTTPS by its HSTS
+        preload); prod names its host, terminates TLS and redirects plain HTTP."""
         host, _, _ = self.ingress_routes("dev")
-        self.assertEqual(host, "ticketing.dev")
+        self.assertIsNone(host)
         host, _, ingress = self.ingress_routes("prod")
         self.assertEqual(ingress["spec"]["tls"][0]["hosts"], [host])
-        (gateway,) = of_kind(render("prod-gateway"), "Gateway")
-        (listener,) = gateway["spec"]["listeners"]
-        self.assertEqual((listener["protocol"], listener["hostname"]), ("HTTPS", host))
-        self.assertEqual(of_kind(render("prod-gateway"), "Ingress"), [])
+        self.assertEqual(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"], "true")
+        objects = render("prod-gateway")
+        (gateway,) = of_kind(objects, "Gateway")
+        listeners = {l["name"]: l for l in gateway["spec"]["listeners"]}
+        self.assertEqual((listeners["https"]["protocol"], listeners["https"]["hostname"]), ("HTTPS", host))
+        self.assertEqual((listeners["http"]["protocol"], listeners["http"]["port"]), ("HTTP", 80), "HTTP-01 needs port 80")
+        routes = {r["metadata"]["name"]: r for r in of_kind(objects, "HTTPRoute")}
+        self.assertEqual(routes["ticketing"]["spec"]["parentRefs"], [{"name": "ticketing", "sectionName": "https"}])
+        redirect = routes["ticketing-redirect"]
+        self.assertEqual(redirect["spec"]["parentRefs"], [{"name": "ticketing", "sectionName": "http"}])
+        (rule,) = redirect["spec"]["rules"]
+        self.assertEqual(rule["filters"][0]["requestRedirect"]["scheme"], "https")
+        self.assertEqual(of_kind(objects, "Ingress"), [])
 
 
 class Prod(unittest.TestCase):
@@ -269,10 +205,11 @@ class Prod(unittest.TestCase):
         objects = render("prod")
         budgets = {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for p in of_kind(objects, "PodDisruptionBudget")}
         scaled = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")}
+        minimum = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"] for h in of_kind(objects, "HorizontalPodAutoscaler")}
         for deployment in of_kind(objects, "Deployment"):
             name = deployment["metadata"]["name"]
             with self.subTest(deployment=name):
-                self.assertGreaterEqual(deployment["spec"]["replicas"], 2)
+                self.assertGreaterEqual(minimum.get(name, deployment["spec"].get("replicas", 1)), 2)
                 self.assertIn(name, budgets)
                 if name != "expiration":
                     self.assertIn(name, scaled)
@@ -284,27 +221,43 @@ class Prod(unittest.TestCase):
         clusters = {c["metadata"]["name"]: c for c in of_kind(objects, "Cluster")}
         self.assertEqual(set(clusters), {f"{n}-db" for n in APPS if n != "client"})
         backed_up = {b["spec"]["cluster"]["name"] for b in of_kind(objects, "ScheduledBackup")}
+        stores = {s["metadata"]["name"] for s in of_kind(objects, "ObjectStore")}
         for name, cluster in clusters.items():
-            self.assertEqual(cluster["spec"]["instances"], 3)
-            self.assertIn("barmanObjectStore", cluster["spec"]["backup"])
-            self.assertIn(name, backed_up)
+            with self.subTest(cluster=name):
+                spec = cluster["spec"]
+                self.assertEqual(spec["instances"], 3)
+                # No committed write lost in a failover: a standby confirms every commit.
+                self.assertEqual(spec["postgresql"]["synchronous"], {"method": "any", "number": 1, "dataDurability": "required"})
+                # A maintained image: the official catalog's current minor, not a deprecated rolling tag.
+                self.assertNotIn("imageName", spec)
+                self.assertEqual(spec["imageCatalogRef"]["name"], "postgresql-standard-trixie")
+                # Backups through the Barman Cloud plugin (the built-in path goes after 1.31).
+                self.assertNotIn("backup", spec)
+                (plugin,) = spec["plugins"]
+                self.assertEqual(plugin["name"], "barman-cloud.cloudnative-pg.io")
+                self.assertTrue(plugin["isWALArchiver"])
+                self.assertIn(plugin["parameters"]["barmanObjectName"], stores)
+                self.assertIn(name, backed_up)
+        for backup in of_kind(objects, "ScheduledBackup"):
+            self.assertEqual((backup["spec"]["method"], backup["spec"]["pluginConfiguration"]["name"]), ("plugin", "barman-cloud.cloudnative-pg.io"))
         (nats,) = [s for s in of_kind(objects, "StatefulSet") if s["metadata"]["name"] == "nats"]
         self.assertEqual(nats["spec"]["replicas"], 3)
-        (config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == "ticketing-config"]
+        (config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith("ticketing-config")]
         self.assertEqual(config["data"]["STREAM_REPLICAS"], "3")
-        (nats_config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == "nats-config"]
+        (nats_config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith("nats-config")]
         self.assertIn("sync_interval: always", nats_config["data"]["nats.conf"])
-        self.assertIn("nats-2.nats:6222", nats_config["data"]["nats.conf"])
+        self.assertIn("nats-2.nats-headless:6222", nats_config["data"]["nats.conf"])
 
     def test_no_secret_values_in_git_for_prod_and_dev_only_ones_in_dev(self):
         self.assertEqual(of_kind(render("prod"), "Secret"), [])
-        dev = {s["metadata"]["name"] for s in of_kind(render("dev"), "Secret")}
+        dev = {s["metadata"]["name"].rsplit("-", 1)[0] for s in of_kind(render("dev"), "Secret")}
         self.assertTrue({"jwt-secret", "stripe-secret"} <= dev)
 
     def test_network_policies_select_pods_that_exist(self):
         for overlay in ("prod", "prod-gateway"):
             objects = render(overlay)
-            pods = pod_labels(objects)
+            cluster = Cluster(objects, gateway=overlay == "prod-gateway")
+            pods = [e.labels for e in cluster.endpoints.values() if e.namespace == "ticketing"]
             for policy in of_kind(objects, "NetworkPolicy"):
                 name = policy["metadata"]["name"]
                 with self.subTest(overlay=overlay, policy=name):
@@ -315,57 +268,37 @@ class Prod(unittest.TestCase):
                             if "podSelector" in peer and "namespaceSelector" not in peer:
                                 self.assertTrue(any(selects(peer["podSelector"], p) for p in pods), peer)
 
-    def test_each_service_reaches_only_its_database_and_nats(self):
-        objects = render("prod")
-        policies = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
-        for name in APPS:
-            egress = policies[f"{name}-egress"]["spec"]["egress"]
-            databases = [
-                peer["podSelector"]["matchLabels"]["cnpg.io/cluster"]
-                for rule in egress for peer in rule["to"]
-                if "cnpg.io/cluster" in peer.get("podSelector", {}).get("matchLabels", {})
-            ]
-            self.assertEqual(databases, [] if name == "client" else [f"{name}-db"], name)
-
 
 class Images(unittest.TestCase):
-    def test_skaffold_yaml_validates_and_its_artifacts_exist(self):
+    def test_skaffold_yaml_validates_and_every_artifact_is_a_dockerfile_target(self):
         schema = json.loads(read(os.path.join(SCHEMAS, "skaffold-v4beta14.json")))
         config = yaml.safe_load(read(os.path.join(ROOT, "skaffold.yaml")))
         jsonschema.validate(config, schema)
         self.assertEqual(config["apiVersion"], "skaffold/v4beta14")
-        builds = [("dev", config["build"]["artifacts"])]
+        targets = set(re.findall(r"^FROM \S+ AS (\S+)", read(os.path.join(ROOT, "Dockerfile")), re.M))
+        artifacts = list(config["build"]["artifacts"])
         for profile in config["profiles"]:
-            if "artifacts" in profile.get("build", {}):
-                overlay = profile.get("manifests", {}).get("kustomize", {}).get("paths", [None])[0]
-                builds.append((overlay.rsplit("/", 1)[-1] if overlay else "dev", profile["build"]["artifacts"]))
-        for overlay, artifacts in builds:
-            built = set()
-            for artifact in artifacts:
-                context = os.path.join(ROOT, artifact["context"])
-                self.assertTrue(os.path.isdir(context))
-                self.assertTrue(os.path.isfile(os.path.join(context, artifact["docker"]["dockerfile"])))
-                built.add(artifact["image"])
-            used = {
-                c["image"].split(":")[0].rsplit("/", 1)[-1]
-                for w in of_kind(render(overlay), "Deployment")
-                for c in w["spec"]["template"]["spec"]["containers"]
-            }
-            with self.subTest(overlay=overlay):
-                self.assertEqual(built, used, "every image built is deployed and every deployed one built")
+            artifacts += profile.get("build", {}).get("artifacts", [])
+        for artifact in artifacts:
+            with self.subTest(artifact=artifact["image"]):
+                self.assertTrue(os.path.isdir(os.path.join(ROOT, artifact["context"])))
+                if "docker" in artifact:
+                    self.assertEqual(artifact["docker"]["dockerfile"], "Dockerfile")
+                    target = artifact["docker"]["target"]
+                else:
+                    script, target, _ = artifact["custom"]["buildCommand"].split()
+                    self.assertTrue(os.access(os.path.join(ROOT, script), os.X_OK), script)
+                self.assertIn(target, targets)
+                self.assertEqual(artifact["image"], f"ticketing-{target}")
         self.assertEqual(config["manifests"]["kustomize"]["paths"], ["infra/k8s/overlays/dev"])
 
-    def test_every_dockerfile_passes_hadolint(self):
-        dockerfiles = sorted(glob.glob(os.path.join(ROOT, "*", "Dockerfile")))
-        self.assertEqual(len(dockerfiles), 7)
-        for dockerfile in dockerfiles:
-            with self.subTest(dockerfile=os.path.relpath(dockerfile, ROOT)):
-                result = subprocess.run([tool("hadolint"), dockerfile], capture_output=True, text=True)
-                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-                text = read(dockerfile)
-                self.assertIn("SQLX_OFFLINE=true", text)
-                self.assertIn("cargo chef cook", text)
-                self.assertRegex(text, r"USER 65532")
+    def test_the_dockerfile_passes_hadolint(self):
+        dockerfile = os.path.join(ROOT, "Dockerfile")
+        result = subprocess.run([tool("hadolint"), dockerfile], capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        text = read(dockerfile)
+        self.assertIn("SQLX_OFFLINE=true", text)
+        self.assertRegex(text, r"USER 65532")
 
     def test_the_build_context_leaves_out_build_output_and_the_local_stack(self):
         ignored = read(os.path.join(ROOT, ".dockerignore")).split()
@@ -378,8 +311,7 @@ class Workflows(unittest.TestCase):
         makefile = read(os.path.join(ROOT, "Makefile"))
         targets = set(re.findall(r"^([A-Za-z][\w-]*):", makefile, re.M))
         workflows = glob.glob(os.path.join(ROOT, ".github", "workflows", "*.yml"))
-        self.assertGreater(len(workflows), 3)
-        services = set()
+        self.assertEqual({os.path.basename(w) for w in workflows}, {"test.yml", "deploy.yml", "deploy-service.yml"})
         for path in workflows:
             workflow = yaml.safe_load(read(path))
             name = os.path.basename(path)
@@ -387,21 +319,25 @@ class Workflows(unittest.TestCase):
                 self.assertIn("jobs", workflow)
                 on = workflow.get(True) or workflow.get("on")  # YAML 1.1 reads `on` as true
                 self.assertTrue(on)
-                for filtered in (on.get("push") or {}).get("paths", []) if isinstance(on, dict) else []:
-                    self.assertTrue(glob.glob(os.path.join(ROOT, filtered)), f"{name}: {filtered}")
                 for job in workflow["jobs"].values():
                     uses = job.get("uses", "")
                     if uses.startswith("./"):
                         self.assertTrue(os.path.isfile(os.path.join(ROOT, uses)), uses)
-                        services.add(job["with"]["service"])
                     for step in job.get("steps", []):
                         for target in re.findall(r"\bmake ([\w-]+)", step.get("run", "")):
                             self.assertIn(target, targets, f"{name}: make {target}")
                         for script in re.findall(r"(?:bash )?(\.ci/run|scripts/[\w.-]+)", step.get("run", "")):
                             self.assertTrue(os.path.isfile(os.path.join(ROOT, script)), script)
-        self.assertEqual(services, set(APPS), "a deploy workflow per service")
-        for service in services:
-            self.assertTrue(os.path.isfile(os.path.join(ROOT, service, "Dockerfile")))
+
+    def test_the_deploy_workflow_knows_what_each_service_is_built_from(self):
+        """A service is deployed when a crate of its dependency graph changed: the
+        workflow's lists must name every service, the bus services with bus/."""
+        script = read(os.path.join(ROOT, ".github", "workflows", "deploy.yml"))
+        (plain,) = re.findall(r"for service in ([\w ]+); do\n\s+touched \"\$all\|\^\$service/\"", script)
+        (on_bus,) = re.findall(r"for service in ([\w ]+); do\n\s+touched \"\$all\|\^bus/\|\^\$service/\"", script)
+        self.assertEqual(set(plain.split()), {"auth", "client"})
+        self.assertEqual(set(on_bus.split()), {"tickets", "orders", "payments", "expiration"})
+        self.assertIn("common/|kit/", script)
 
 
 BUS_SERVICES = ["tickets", "orders", "payments", "expiration"]
@@ -413,7 +349,7 @@ def run_binary(name, *args):
     return subprocess.run([binary, *args], env={}, capture_output=True, text=True, timeout=30)
 
 
-class Binaries(unittest.TestCase):
+class CommandLines(unittest.TestCase):
     """Every binary's command line: `--help` on it and its commands, and mistakes
     refused with exit code 2 and a message that names them."""
 

@@ -247,8 +247,11 @@ pub struct HttpConfig {
     /// `BIND_ADDRESS` (default `0.0.0.0`, every interface, as a container needs; the
     /// local stack binds `127.0.0.1`).
     pub bind_address: IpAddr,
-    /// `PORT` (default 3000).
+    /// `PORT` (default 3000): the API, where the ingress routes.
     pub port: u16,
+    /// `OPS_PORT` (default 9000): `/healthz`, `/readyz` and `/metrics`, for the probes
+    /// and Prometheus; no ingress routes here.
+    pub ops_port: u16,
     /// `REQUEST_TIMEOUT_SECONDS` (default 30): a request still running after this long
     /// is abandoned (its transaction rolled back) and answered 503.
     pub request_timeout: Duration,
@@ -258,12 +261,20 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let config = Self {
             bind_address: env.optional("BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
             port: env.optional("PORT", 3000)?,
+            ops_port: env.optional("OPS_PORT", 9000)?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECONDS", 30)?,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20)?,
-        })
+        };
+        if config.ops_port == config.port && config.port != 0 {
+            return Err(ConfigError::Invalid {
+                name: "OPS_PORT",
+                problem: "must differ from PORT: the ingress must not reach it".into(),
+            });
+        }
+        Ok(config)
     }
 
     /// Defaults for tests: loopback, any port, a short grace.
@@ -271,6 +282,7 @@ impl HttpConfig {
         Self {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             port: 0,
+            ops_port: 0,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -315,6 +327,8 @@ mod tests {
         assert_eq!(required, ["JWT_KEY"]);
         let port = variables.iter().find(|v| v.name == "PORT").unwrap();
         assert_eq!(port.default.as_deref(), Some("3000"));
+        let ops = variables.iter().find(|v| v.name == "OPS_PORT").unwrap();
+        assert_eq!(ops.default.as_deref(), Some("9000"));
         assert!(variables.iter().any(|v| v.name == "SHUTDOWN_GRACE_SECONDS"));
     }
 

@@ -1,13 +1,14 @@
 //! The service's database: its settings, its two connection pools, its migrations,
 //! and the readiness check `/readyz` runs on it.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection as _, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,12 @@ pub struct DatabaseConfig {
     /// `DATABASE_ACQUIRE_TIMEOUT_SECONDS` (default 5): how long a request waits for a
     /// connection before it fails.
     pub acquire_timeout: Duration,
+    /// `PGSSLMODE` (default `prefer`, as libpq's): TLS to the database. In production
+    /// `verify-full`, with the server's certificate checked against `PGSSLROOTCERT`.
+    pub ssl_mode: PgSslMode,
+    /// `PGSSLROOTCERT` (optional): the CA that signed the database's certificate
+    /// (CloudNativePG's `<cluster>-ca` secret).
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl DatabaseConfig {
@@ -45,7 +52,14 @@ impl DatabaseConfig {
             http_connections: env.optional("DATABASE_HTTP_CONNECTIONS", 10)?,
             event_connections: env.optional("DATABASE_EVENT_CONNECTIONS", 8)?,
             acquire_timeout: env.seconds("DATABASE_ACQUIRE_TIMEOUT_SECONDS", 5)?,
+            ssl_mode: ssl_mode(env)?,
+            ssl_root_cert: env.maybe("PGSSLROOTCERT")?,
         };
+        if matches!(config.ssl_mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull)
+            && config.ssl_root_cert.is_none()
+        {
+            return Err(ConfigError::Missing("PGSSLROOTCERT"));
+        }
         at_least(1, "DATABASE_HTTP_CONNECTIONS", config.http_connections)?;
         at_least(2, "DATABASE_EVENT_CONNECTIONS", config.event_connections)?;
         Ok(config)
@@ -57,6 +71,8 @@ impl DatabaseConfig {
             http_connections: 5,
             event_connections: 4,
             acquire_timeout: Duration::from_secs(5),
+            ssl_mode: PgSslMode::Prefer,
+            ssl_root_cert: None,
         }
     }
 
@@ -87,8 +103,12 @@ pub struct Pools {
 impl Pools {
     /// Connects to the service's database, waiting up to 30 s for it to come up.
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(config.url.expose())
-            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let mut options = PgConnectOptions::from_str(config.url.expose())
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?
+            .ssl_mode(config.ssl_mode);
+        if let Some(ca) = &config.ssl_root_cert {
+            options = options.ssl_root_cert(ca);
+        }
         let http = pool_options()
             .max_connections(config.http_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -130,6 +150,16 @@ impl Part for Pools {
     fn finish(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move { self.close().await })
     }
+}
+
+fn ssl_mode(env: &Env) -> Result<PgSslMode, ConfigError> {
+    let mode: String = env.optional("PGSSLMODE", "prefer".to_owned())?;
+    mode.parse().map_err(|_| ConfigError::Invalid {
+        name: "PGSSLMODE",
+        problem: format!(
+            "{mode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+        ),
+    })
 }
 
 /// `/readyz`: the service can serve HTTP while `pool`'s database answers (within 2 s).
@@ -195,5 +225,28 @@ mod tests {
                 .iter()
                 .any(|v| v.name == "DATABASE_EVENT_CONNECTIONS")
         );
+    }
+
+    #[test]
+    fn verifying_the_database_needs_its_ca() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("DATABASE_URL", "postgres://db/x"));
+            DatabaseConfig::from_env(&Env::from_pairs(pairs))
+        };
+        assert!(matches!(with(&[]).unwrap().ssl_mode, PgSslMode::Prefer));
+        assert!(matches!(
+            with(&[("PGSSLMODE", "verify-full")]),
+            Err(ConfigError::Missing("PGSSLROOTCERT"))
+        ));
+        let verified = with(&[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", "/ca.crt")]).unwrap();
+        assert!(matches!(verified.ssl_mode, PgSslMode::VerifyFull));
+        assert!(matches!(
+            with(&[("PGSSLMODE", "sometimes")]),
+            Err(ConfigError::Invalid {
+                name: "PGSSLMODE",
+                ..
+            })
+        ));
     }
 }

@@ -1,9 +1,11 @@
 //! The router scaffolding every service shares.
 //!
-//! [`app`] takes a service's API routes and adds the operational routes of
-//! `docs/api.md` § Operations (`/healthz`, `/readyz`,
-//! `/metrics`), the JSON 404 for unknown routes, the body-size limit, the request
-//! timeout, panic recovery and request observation.
+//! A service listens on two ports. [`app`] takes its API routes (`PORT`, where the
+//! ingress routes) and adds the JSON 404 for unknown routes, the body-size limit, the
+//! request timeout, panic recovery and request observation. [`ops`] is the
+//! operational side of `docs/api.md` § Operations (`/healthz`, `/readyz`, `/metrics`)
+//! on a port of its own (`OPS_PORT`), which the probes and Prometheus use and no
+//! ingress rule reaches: counters and health are nobody's business on the internet.
 
 use std::time::Duration;
 
@@ -33,12 +35,9 @@ pub struct Probes {
     pub health: Health,
 }
 
-/// Wraps a service's API routes into the complete application.
-pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
-    api.route("/healthz", get(healthz).with_state(probes.health.clone()))
-        .route("/readyz", get(readyz).with_state(probes.readiness))
-        .route("/metrics", get(|| async { telemetry::render_metrics() }))
-        .fallback(not_found)
+/// Wraps a service's API routes into the application its API port serves.
+pub fn app(api: Router, request_timeout: Duration) -> Router {
+    api.fallback(not_found)
         .method_not_allowed_fallback(not_found)
         // One layer of two: axum wraps every route in each `layer` it is given, and
         // each wrapping costs a boxed clone and a boxed future per request.
@@ -47,6 +46,17 @@ pub fn app(api: Router, probes: Probes, request_timeout: Duration) -> Router {
                 .layer(telemetry::Observe::new(request_timeout))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
+}
+
+/// The operational endpoints, for the ops port. Probes and scrapes are not counted
+/// in the request metrics or logged line by line.
+pub fn ops(probes: Probes) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz).with_state(probes.health))
+        .route("/readyz", get(readyz).with_state(probes.readiness))
+        .route("/metrics", get(|| async { telemetry::render_metrics() }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
 }
 
 async fn healthz(State(health): State<Health>) -> Response {
@@ -96,16 +106,23 @@ mod tests {
             .route("/api/boom", get(boom))
             .route("/api/stuck", get(stuck))
             .route("/api/fine", get(|| async { "fine" }));
+        app(api, Duration::from_millis(200))
+    }
+
+    fn test_ops() -> Router {
         let unreachable = Readiness::new(|| async { Err("nothing answers".to_owned()) });
-        let probes = Probes {
+        ops(Probes {
             readiness: vec![unreachable],
             health: Health::default(),
-        };
-        app(api, probes, Duration::from_millis(200))
+        })
     }
 
     async fn call(path: &str) -> (StatusCode, String) {
-        let response = test_app()
+        call_on(test_app(), path).await
+    }
+
+    async fn call_on(router: Router, path: &str) -> (StatusCode, String) {
+        let response = router
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -147,13 +164,33 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_fails_when_a_check_fails() {
-        assert_eq!(call("/healthz").await.0, StatusCode::OK);
+        assert_eq!(call_on(test_ops(), "/healthz").await.0, StatusCode::OK);
         assert_eq!(
-            call("/readyz").await,
+            call_on(test_ops(), "/readyz").await,
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: nothing answers".to_owned()
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_operational_endpoints_are_only_on_the_ops_port() {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(
+                call(path).await.0,
+                StatusCode::NOT_FOUND,
+                "{path} on the API port"
+            );
+            assert_ne!(
+                call_on(test_ops(), path).await.0,
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            call_on(test_ops(), "/api/fine").await.0,
+            StatusCode::NOT_FOUND
         );
     }
 }

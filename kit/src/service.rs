@@ -3,14 +3,16 @@
 //! A service states, once, in its implementation of [`Service`]: its name, its
 //! configuration ([`Service::from_env`]) and what it is made of ([`Service::start`]):
 //! an [`App`], the router of its API plus its background tasks and its [`Part`]s (its
-//! database, the event bus). [`serve`] then runs it: it adds the operational routes
-//! and layers ([`crate::http`]), supervises every background loop
-//! ([`crate::supervisor`]) and, once the shutdown token is cancelled, stops in order:
-//! stop accepting and finish in-flight requests; let tasks, consumers and timers
-//! finish their current unit of work; let each part finish (the bus flushes its
-//! outbox) and close (the pools), the last added first.
+//! database, the event bus). [`serve`] then runs it: the API on one port with the
+//! layers every route shares, `/healthz`, `/readyz` and `/metrics` on another
+//! ([`crate::http`]); it supervises every background loop ([`crate::supervisor`]) and,
+//! once the shutdown token is cancelled, stops in order: stop accepting and finish
+//! in-flight requests; let tasks, consumers and timers finish their current unit of
+//! work; let each part finish (the bus flushes its outbox) and close (the pools), the
+//! last added first; then close the ops port. A stop asked for while the service is
+//! still connecting (its database not up yet) ends it at once, with success.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,23 +127,53 @@ impl Readiness {
     }
 }
 
-/// Starts `service` and serves it on `listener` until `shutdown` is cancelled, then
+/// Where a service listens.
+pub struct Listeners {
+    /// Its API (`PORT`): what the ingress routes to.
+    pub api: TcpListener,
+    /// Its operational endpoints (`OPS_PORT`): probes and Prometheus.
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `BIND_ADDRESS:PORT` and `BIND_ADDRESS:OPS_PORT`.
+    pub async fn bind(http: &HttpConfig) -> anyhow::Result<Self> {
+        let bind = |port| async move {
+            let address = SocketAddr::new(http.bind_address, port);
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address}"))
+        };
+        Ok(Self {
+            api: bind(http.port).await?,
+            ops: bind(http.ops_port).await?,
+        })
+    }
+}
+
+/// Starts `service` and serves it on `listeners` until `shutdown` is cancelled, then
 /// stops gracefully.
 pub async fn serve<S: Service>(
     service: S,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let timeout = service.http().request_timeout;
-    let app = service.start().await?;
-    run(S::NAME, app, timeout, listener, shutdown).await
+    let app = tokio::select! {
+        app = service.start() => app?,
+        () = shutdown.cancelled() => {
+            tracing::info!(service = S::NAME, "stopped while starting");
+            return Ok(());
+        }
+    };
+    run(S::NAME, app, timeout, listeners, shutdown).await
 }
 
 async fn run(
     name: &'static str,
     app: App,
     request_timeout: Duration,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let App {
@@ -149,15 +181,26 @@ async fn run(
         tasks,
         mut parts,
     } = app;
-    let address = listener
+    let address = listeners
+        .api
         .local_addr()
         .context("reading the listening address")?;
+    let ops_address = listeners
+        .ops
+        .local_addr()
+        .context("reading the ops listening address")?;
     let health = Health::default();
     let probes = crate::http::Probes {
         readiness: parts.iter().filter_map(|part| part.readiness()).collect(),
         health: health.clone(),
     };
-    let app = crate::http::app(api, probes, request_timeout);
+    let stop_ops = CancellationToken::new();
+    let ops = tokio::spawn(
+        axum::serve(listeners.ops, crate::http::ops(probes))
+            .with_graceful_shutdown(stop_ops.clone().cancelled_owned())
+            .into_future(),
+    );
+    let app = crate::http::app(api, request_timeout);
     let workers = Workers::new(name, health);
     let stop_work = shutdown.child_token();
     for (task_name, task) in tasks {
@@ -167,8 +210,8 @@ async fn run(
         part.start(&workers, &stop_work);
     }
 
-    tracing::info!(service = name, %address, "listening");
-    let served = axum::serve(listener, app)
+    tracing::info!(service = name, %address, ops = %ops_address, "listening");
+    let served = axum::serve(listeners.api, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("serving HTTP");
@@ -178,19 +221,19 @@ async fn run(
     while let Some(part) = parts.pop() {
         part.finish().await;
     }
+    stop_ops.cancel();
+    let ops = ops.await.context("the ops server panicked")?;
     tracing::info!(service = name, "stopped");
-    served
+    served.and(ops.context("serving the operational endpoints"))
 }
 
-/// Serves `service` as its binary does: logging and metrics, the listener on
-/// `BIND_ADDRESS:PORT`, shutdown on SIGTERM or Ctrl-C within the grace period.
+/// Serves `service` as its binary does: logging and metrics, the listeners on
+/// `BIND_ADDRESS:PORT` and `BIND_ADDRESS:OPS_PORT`, shutdown on SIGTERM or Ctrl-C
+/// within the grace period.
 pub(crate) async fn serve_from_main<S: Service>(service: S) -> anyhow::Result<()> {
     let http = service.http().clone();
-    let address = SocketAddr::new(http.bind_address, http.port);
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding {address}"))?;
-    let result = serve(service, listener, shutdown_on_signal(http.shutdown_grace)).await;
+    let listeners = Listeners::bind(&http).await?;
+    let result = serve(service, listeners, shutdown_on_signal(http.shutdown_grace)).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "service failed");
     }

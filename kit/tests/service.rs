@@ -72,16 +72,16 @@ async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
 
     // Restarted after 1 s and 2 s: the third failure in a row is a crash loop.
     wait_until("/healthz to report the crash loop", || async {
-        server.get("/healthz", None).await.status == 503
+        server.ops("/healthz").await.status == 503
     })
     .await;
     assert!(runs.load(Ordering::SeqCst) >= 3);
-    let health = server.get("/healthz", None).await;
+    let health = server.ops("/healthz").await;
     assert_eq!(
         health.body, "failing background workers: poisoned",
         "it names the worker"
     );
-    let metrics = server.get("/metrics", None).await.body;
+    let metrics = server.ops("/metrics").await.body;
     let metrics = metrics.as_str().unwrap();
     assert!(
         metrics.contains(r#"worker_restarts_total{worker="poisoned"}"#),
@@ -93,7 +93,7 @@ async fn a_crash_looping_worker_is_restarted_counted_and_fails_healthz() {
     );
     // The process itself keeps serving.
     assert_eq!(server.get("/api/fine", None).await.status, 200);
-    assert_eq!(server.get("/readyz", None).await.status, 200);
+    assert_eq!(server.ops("/readyz").await.status, 200);
     server.stop().await.unwrap();
 }
 
@@ -102,14 +102,14 @@ async fn readiness_follows_the_database_only() {
     let database = TestDatabase::create().await;
     let server = TestServer::serve(Plain::new(&database)).await;
     server.ready().await;
-    assert_eq!(server.get("/healthz", None).await.status, 200);
+    assert_eq!(server.ops("/healthz").await.status, 200);
     drop(database); // dropped WITH (FORCE): its connections are cut
     wait_until("/readyz to fail without its database", || async {
-        server.get("/readyz", None).await.status == 503
+        server.ops("/readyz").await.status == 503
     })
     .await;
     assert_eq!(
-        server.get("/healthz", None).await.status,
+        server.ops("/healthz").await.status,
         200,
         "alive all the same"
     );
@@ -148,4 +148,23 @@ async fn a_connection_closed_while_idle_is_replaced_before_use() {
         .await
         .expect("the dead connection is found out before it is used");
     assert_ne!(replaced, first);
+}
+
+/// A stop asked for while the service still waits for its database ends it at once,
+/// with success, rather than after the database's 30 s of patience.
+#[tokio::test]
+async fn a_stop_while_connecting_ends_the_service_at_once() {
+    let service = Plain {
+        http: HttpConfig::for_tests(),
+        database: DatabaseConfig::for_tests("postgres://nobody@127.0.0.1:1/nothing"),
+        poisoned: None,
+    };
+    let server = TestServer::serve(service).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    server
+        .stop()
+        .await
+        .expect("a stop while starting is a clean stop");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }

@@ -273,6 +273,7 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         .await?;
 
     let auth = stack.service("auth")?;
+    let auth_ops = stack.ops("auth")?;
     let tickets = stack.service("tickets")?;
     let cookie_header = format!("Cookie: {cookie}");
     let post_script = std::env::temp_dir().join("bench-post-ticket.lua");
@@ -304,7 +305,13 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         push("hello", wrk("hello", &hello_url, 64, &[], None))?;
         push(
             "GET /healthz",
-            wrk("GET /healthz", &format!("{auth}/healthz"), 64, &[], None),
+            wrk(
+                "GET /healthz",
+                &format!("{auth_ops}/healthz"),
+                64,
+                &[],
+                None,
+            ),
         )?;
         push(
             "GET /api/users/currentuser",
@@ -744,7 +751,7 @@ async fn startup(stack: &Stack, service: &str) -> anyhow::Result<f64> {
     let env = stack.service_env(service)?;
     stack.script(&["stop", service])?;
     let binary = stack.root().join("target/release").join(service);
-    let ready = format!("{}/readyz", stack.service(service)?);
+    let ready = format!("{}/readyz", stack.ops(service)?);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()?;

@@ -13,6 +13,9 @@ pub struct Stack {
     pub nats_port: u16,
     pub ingress_port: u16,
     pub service_port_base: u16,
+    /// Where the services' `/healthz`, `/readyz` and `/metrics` answer (the same
+    /// offsets from `OPS_PORT_BASE`).
+    pub ops_port_base: u16,
     pub standin_port: u16,
 }
 
@@ -30,6 +33,14 @@ pub const SERVICES: [(&str, u16); 6] = [
 pub const DATABASES: [&str; 5] = ["auth", "tickets", "orders", "payments", "expiration"];
 pub const ON_THE_BUS: [&str; 4] = ["tickets", "orders", "payments", "expiration"];
 
+fn offset(service: &str) -> anyhow::Result<u16> {
+    SERVICES
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map(|(_, offset)| *offset)
+        .with_context(|| format!("no service {service}"))
+}
+
 fn port(name: &str, default: u16) -> anyhow::Result<u16> {
     std::env::var(name)
         .ok()
@@ -44,12 +55,14 @@ impl Stack {
             .parent()
             .context("the workspace root")?
             .to_path_buf();
+        let service_port_base = port("SERVICE_PORT_BASE", 3000)?;
         Ok(Self {
             root,
             pg_port: port("PG_PORT", 55432)?,
             nats_port: port("NATS_PORT", 4222)?,
             ingress_port: port("INGRESS_PORT", 8080)?,
-            service_port_base: port("SERVICE_PORT_BASE", 3000)?,
+            service_port_base,
+            ops_port_base: port("OPS_PORT_BASE", service_port_base + 1000)?,
             standin_port: port("STANDIN_PORT", 12111)?,
         })
     }
@@ -62,14 +75,19 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.ingress_port)
     }
 
+    /// A service's API.
     pub fn service(&self, name: &str) -> anyhow::Result<String> {
-        let (_, offset) = SERVICES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .with_context(|| format!("no service {name}"))?;
         Ok(format!(
             "http://127.0.0.1:{}",
-            self.service_port_base + offset
+            self.service_port_base + offset(name)?
+        ))
+    }
+
+    /// A service's operational endpoints.
+    pub fn ops(&self, name: &str) -> anyhow::Result<String> {
+        Ok(format!(
+            "http://127.0.0.1:{}",
+            self.ops_port_base + offset(name)?
         ))
     }
 

@@ -77,7 +77,9 @@ pub async fn publish_raw<E: Event>(nats_url: &str, id: &str, event: &E) {
     let jetstream = async_nats::jetstream::new(client);
     // Only made if missing: a test may have given the stream settings of its own.
     jetstream
-        .get_or_create_stream(bus::stream::stream_config(1))
+        .get_or_create_stream(bus::stream::stream_config(
+            &bus::stream::StreamSettings::default(),
+        ))
         .await
         .unwrap();
     let payload = serde_json::to_vec(event).unwrap();

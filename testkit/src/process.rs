@@ -12,18 +12,17 @@ pub struct ServiceProcess {
     binary: PathBuf,
     env: Vec<(String, String)>,
     pub port: u16,
+    /// Its `OPS_PORT`: `/healthz`, `/readyz`, `/metrics`.
+    pub ops_port: u16,
     log: PathBuf,
     child: Option<std::process::Child>,
 }
 
 impl ServiceProcess {
-    /// Starts `binary` on a free port with only `env` (and `PORT`) in its environment.
+    /// Starts `binary` on free ports with only `env` (and `PORT`, `OPS_PORT`) in its
+    /// environment.
     pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let [port, ops_port] = free_ports();
         let log =
             std::env::temp_dir().join(format!("ticketing-process-{}.log", Uuid::new_v4().simple()));
         let env = env
@@ -34,6 +33,7 @@ impl ServiceProcess {
             binary: binary.into(),
             env,
             port,
+            ops_port,
             log,
             child: None,
         };
@@ -53,6 +53,7 @@ impl ServiceProcess {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("PORT", self.port.to_string())
+            .env("OPS_PORT", self.ops_port.to_string())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -64,13 +65,18 @@ impl ServiceProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A URL on its ops port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn ready(&self) {
         let client = http_client();
         let what = format!("{} to be ready", self.binary.display());
         wait_until(&what, || async {
             let ready = client
-                .get(self.url("/readyz"))
+                .get(self.ops_url("/readyz"))
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200);
@@ -128,6 +134,13 @@ impl ServiceProcess {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Ports nothing listens on now, all different.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|listener| listener.local_addr().unwrap().port())
 }
 
 impl Drop for ServiceProcess {

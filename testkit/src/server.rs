@@ -4,15 +4,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use kit::Service;
+use kit::service::Listeners;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{http_client, wait_until};
 
-/// A service running in this process on a random local port.
+/// A service running in this process on random local ports: its API and its
+/// operational endpoints.
 pub struct TestServer {
     pub address: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` answer.
+    pub ops_address: SocketAddr,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -22,22 +26,41 @@ impl TestServer {
     /// Serves `service` (its configuration) as its binary would, without waiting for
     /// it to be ready (see [`TestServer::ready`]).
     pub async fn serve<S: Service>(service: S) -> Self {
-        Self::start(move |listener, shutdown| kit::serve(service, listener, shutdown)).await
+        kit::telemetry::install();
+        let listeners = Listeners {
+            api: local_listener().await,
+            ops: local_listener().await,
+        };
+        let ops_address = listeners.ops.local_addr().unwrap();
+        let mut server = Self::spawn(listeners.api, move |api, shutdown| {
+            kit::serve(service, Listeners { api, ..listeners }, shutdown)
+        });
+        server.ops_address = ops_address;
+        server
     }
 
-    /// Serves what `run(listener, shutdown)` serves (a stand-in, a hand-made server).
+    /// Serves what `run(listener, shutdown)` serves (a stand-in, a hand-made server):
+    /// one port, whose operational endpoints, if any, are on it too.
     pub async fn start<F, Fut>(run: F) -> Self
     where
         F: FnOnce(TcpListener, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         kit::telemetry::install();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn(local_listener().await, run)
+    }
+
+    fn spawn<F, Fut>(listener: TcpListener, run: F) -> Self
+    where
+        F: FnOnce(TcpListener, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(run(listener, shutdown.clone()));
         Self {
             address,
+            ops_address: address,
             client: http_client(),
             shutdown,
             handle: Some(handle),
@@ -48,11 +71,29 @@ impl TestServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// A URL on the ops port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_address)
+    }
+
+    /// `GET path` on the ops port (`/healthz`, `/readyz`, `/metrics`).
+    pub async fn ops(&self, path: &str) -> TestResponse {
+        TestResponse::read(self.client.get(self.ops_url(path)).send().await.unwrap()).await
+    }
+
+    /// The metrics, as text.
+    pub async fn metrics(&self) -> String {
+        match self.ops("/metrics").await.expect(200) {
+            serde_json::Value::String(text) => text,
+            other => panic!("metrics are not text: {other}"),
+        }
+    }
+
     /// Waits until `/readyz` answers 200 (connected and migrated).
     pub async fn ready(&self) {
         let what = format!("{} to be ready", self.address);
         wait_until(&what, || async {
-            matches!(self.client.get(self.url("/readyz")).send().await, Ok(r) if r.status() == 200)
+            matches!(self.client.get(self.ops_url("/readyz")).send().await, Ok(r) if r.status() == 200)
         })
         .await;
     }
@@ -108,6 +149,10 @@ impl TestServer {
         self.shutdown.cancel();
         self.handle.take().unwrap().await?
     }
+}
+
+async fn local_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
 impl Drop for TestServer {

@@ -78,11 +78,15 @@ async fn operations_endpoints_and_openapi() {
     let auth = Auth::start().await;
     let client = &auth.server.client;
     let get = |path: &str| client.get(auth.server.url(path)).send();
-    assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert_eq!(auth.server.ops("/healthz").await.status, 200);
+    assert_eq!(auth.server.ops("/readyz").await.status, 200);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let on_api = get(path).await.unwrap().status();
+        assert_eq!(on_api, 404, "{path} is not served where the ingress routes");
+    }
 
     auth.signup("metrics@test.com", "password").await;
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    let metrics = auth.server.metrics().await;
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/api/users/signup\""), "{metrics}");
     assert!(

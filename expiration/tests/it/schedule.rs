@@ -108,15 +108,15 @@ async fn health_readiness_and_metrics() {
     let nats = TestNats::start().await;
     let database = TestDatabase::create().await;
     let expiration = start(&database, &nats).await;
-    assert_eq!(expiration.get("/healthz", None).await.status, 200);
-    assert_eq!(expiration.get("/readyz", None).await.status, 200);
+    assert_eq!(expiration.ops("/healthz").await.status, 200);
+    assert_eq!(expiration.ops("/readyz").await.status, 200);
     expiration
         .get("/api/anything", None)
         .await
         .assert_error(404, "Not Found");
     let metrics = expiration
         .client
-        .get(expiration.url("/metrics"))
+        .get(expiration.ops_url("/metrics"))
         .send()
         .await
         .unwrap()

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use bus::stream;
+use bus::stream::{self, StreamSettings};
 use common::events::{
     OrderCancelled, OrderCreated, OrderCreatedTicket, OrderStatus, Subject, TicketRef,
     TicketUpdated,
@@ -110,9 +110,13 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
 
 /// Waits until every event published so far has been handled by tickets.
 async fn settle(tickets: &Tickets) {
-    let nats = stream::connect(&tickets.nats.url, "settle-check", 1)
-        .await
-        .unwrap();
+    let nats = stream::connect(
+        &tickets.nats.url,
+        "settle-check",
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
     for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
         let what = format!("every {subject} event to be handled");
         wait_until(&what, || caught_up(&nats, tickets::Config::NAME, subject)).await;
@@ -214,9 +218,13 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
         &order_created(&ticket, order_id),
     )
     .await;
-    let nats = stream::connect(&tickets.nats.url, "crashing-instance", 1)
-        .await
-        .unwrap();
+    let nats = stream::connect(
+        &tickets.nats.url,
+        "crashing-instance",
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
     let subject = Subject::OrderCreated;
     let ack_wait = Duration::from_secs(1);
     let message = take_delivery(&nats, tickets::Config::NAME, subject, ack_wait).await;
