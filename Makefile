@@ -52,9 +52,11 @@ lint:
 sqlx-prepare:
 	$(STACK) with-postgres scripts/sqlx-data.sh prepare
 
-# PostgreSQL is stopped afterwards unless it was running before.
+# PostgreSQL is stopped afterwards unless it was running before. nextest does not run
+# doctests; cargo test --doc does.
 unit-and-integration:
 	$(STACK) with-postgres bash -c '$(STACK) clean-test-databases && cargo nextest run --workspace --locked --profile ci'
+	cargo test --doc --workspace --locked
 
 ## bench: every measurement of docs/benchmarks.md, from one run (scripts/bench.sh)
 bench:

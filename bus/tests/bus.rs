@@ -655,7 +655,8 @@ async fn an_event_waiting_for_its_predecessor_is_never_parked() {
     .await
     .unwrap();
     // Parking after 3 failures and retrying every 200 ms at most: the old rule parked
-    // an event after 3 deliveries, waiting or not.
+    // an event after 3 deliveries, waiting or not; a delivery limit on the consumer
+    // (JetStream's max_deliver) would drop it silently after that many.
     let config = config(3, Duration::from_secs(5));
     let replica = Replica::default();
     let listeners = Listeners::new()
@@ -679,11 +680,19 @@ async fn an_event_waiting_for_its_predecessor_is_never_parked() {
     };
     publish_raw(&bench.nats.url, "update-2", &updated(2)).await;
     publish_raw(&bench.nats.url, "update-1", &updated(1)).await;
-    wait_until("ten deliveries of the waiting updates", || async {
-        replica.updates_seen.load(Ordering::SeqCst) >= 10
+    // Thirty deliveries each: past any delivery limit a consumer might have been given
+    // (and ten times the parking limit).
+    wait_until("thirty deliveries of each waiting update", || async {
+        replica.updates_seen.load(Ordering::SeqCst) >= 60
     })
     .await;
     assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+    for subject in [Subject::TicketUpdated, Subject::TicketCreated] {
+        let info = testkit::bus::consumer_info(&bench.connection, SERVICE, subject)
+            .await
+            .unwrap();
+        assert_eq!(info.config.max_deliver, -1, "{subject}: no delivery limit");
+    }
 
     let created = TicketCreated {
         id,
@@ -756,6 +765,15 @@ async fn a_parked_event_can_be_re_driven_once_its_cause_is_fixed() {
 async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
     let bench = Bench::start().await;
     let recent = Uuid::new_v4();
+    // More old rows than one batch deletes (5,000): the pruner goes round again.
+    sqlx::query(
+        "INSERT INTO processed_events (event_id, subject, processed_at)
+         SELECT 'bulk-' || n, 'expiration.complete', now() - interval '10 days'
+         FROM generate_series(1, 5003) AS n",
+    )
+    .execute(&bench.pool)
+    .await
+    .unwrap();
     for (event_id, age) in [
         ("old-1", "8 days"),
         ("old-2", "30 days"),
@@ -783,6 +801,17 @@ async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
         .await
         .unwrap();
     }
+    for (event_id, age) in [("failing-old", "8 days"), ("failing-new", "2 hours")] {
+        sqlx::query(
+            "INSERT INTO event_failures (event_id, subject, failures, last_error, last_failed_at)
+             VALUES ($1, 'expiration.complete', 2, 'x', now() - $2::interval)",
+        )
+        .bind(event_id)
+        .bind(age)
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    }
 
     let week = Duration::from_secs(7 * 24 * 3600);
     let pruner = BUS_TABLES
@@ -791,15 +820,34 @@ async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
             p.table(t, c)
         });
     let deleted = pruner.prune().await.unwrap();
-    assert!(deleted.contains(&("processed_events", 2)), "{deleted:?}");
-    assert!(deleted.contains(&("parked_events", 1)), "{deleted:?}");
-    let kept: Vec<String> =
-        sqlx::query_scalar("SELECT event_id FROM processed_events ORDER BY event_id")
-            .fetch_all(&bench.pool)
+    assert_eq!(
+        deleted,
+        [
+            ("processed_events", 5003 + 2),
+            ("event_failures", 1),
+            ("parked_events", 1)
+        ],
+        "every bus table, the bulk in two batches"
+    );
+    let pool = &bench.pool;
+    let kept = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, String>(sql)
+            .fetch_all(pool)
             .await
-            .unwrap();
-    assert_eq!(kept.len(), 2);
-    assert!(kept.contains(&"recent-1".to_owned()));
+            .unwrap()
+    };
+    assert_eq!(
+        kept("SELECT event_id FROM processed_events ORDER BY processed_at").await,
+        ["recent-1".to_owned(), recent.to_string()]
+    );
+    assert_eq!(
+        kept("SELECT event_id FROM parked_events").await,
+        ["parked-new"]
+    );
+    assert_eq!(
+        kept("SELECT event_id FROM event_failures").await,
+        ["failing-new"]
+    );
 
     // A copy of an event handled within the horizon is still recognised.
     let recorder = Recorder::new("a");

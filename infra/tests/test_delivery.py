@@ -234,6 +234,39 @@ class Network(unittest.TestCase):
                     self.assertFalse(cluster.allows(source, destination, port, protocol), "must be denied")
 
 
+    PORTS = [(53, "UDP"), (53, "TCP"), (80, "TCP"), (443, "TCP"), (3000, "TCP"), (4222, "TCP"),
+             (5432, "TCP"), (6222, "TCP"), (8000, "TCP"), (8089, "TCP"), (8222, "TCP"), (9000, "TCP")]
+
+    def needs(self, app):
+        """Exactly where `app` must be able to go: DNS, its database, NATS if it is on
+        the bus, the APIs (the client), Stripe (payments)."""
+        needed = {(dns, 53, protocol) for dns in ("coredns", "nodelocal-dns") for protocol in ("UDP", "TCP")}
+        if app in DATABASES:
+            needed |= {(f"{app}-db-{n}", 5432, "TCP") for n in (1, 2)}
+        if app in BUS:
+            needed.add(("nats", 4222, "TCP"))
+        if app == "client":
+            needed |= {(api, 3000, "TCP") for api in ("auth", "tickets", "orders", "payments")}
+        if app == "payments":
+            needed |= {("stripe", 443, "TCP"), ("internet", 443, "TCP")}
+        return needed
+
+    def test_each_service_may_leave_only_for_exactly_what_it_needs(self):
+        """Each service's own egress policy, on its own: a peer broader than needed is
+        a defect even where the destination's ingress policy happens to refuse it."""
+        for overlay in ("prod", "prod-gateway", RELEASE):
+            cluster = Cluster(render(overlay), gateway=overlay == "prod-gateway")
+            for app in APPS:
+                allowed = {
+                    (name, port, protocol)
+                    for name in cluster.endpoints if name != app
+                    for port, protocol in self.PORTS
+                    if cluster.egress_allows(app, name, port, protocol)
+                }
+                with self.subTest(overlay=overlay, service=app):
+                    self.assertEqual(allowed, self.needs(app))
+
+
 class Nats(unittest.TestCase):
     def parts(self, overlay):
         objects = render(overlay)

@@ -149,6 +149,12 @@ class Cluster:
                     return True
         return False
 
+    def egress_allows(self, source, destination, port, protocol="TCP"):
+        """Whether `source`'s own egress policies let the flow out (whatever the
+        destination's ingress policies say)."""
+        source, destination = self[source], self[destination]
+        return self._side("Egress", source, destination, port, protocol, destination)
+
     def allows(self, source, destination, port, protocol="TCP"):
         source, destination = self[source], self[destination]
         egress = not source.is_pod or self._side("Egress", source, destination, port, protocol, destination)

@@ -33,7 +33,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Browse => "browse",
             Kind::SignUp => "sign up",
@@ -75,19 +75,27 @@ pub struct Outcomes {
     pub first_error: Option<String>,
 }
 
+/// One journey: what it was, when it ran, and whether it succeeded.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub kind: Kind,
+    pub started: Instant,
+    pub ended: Instant,
+    pub ok: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub seconds: f64,
     pub journeys: BTreeMap<&'static str, Outcomes>,
     pub endpoints: Vec<Summary>,
     pub journey_times: Vec<Summary>,
+    /// Every journey, for placing them against the faults of a chaos run.
+    #[serde(skip)]
+    pub attempts: Vec<Attempt>,
 }
 
 impl Report {
-    pub fn journeys_ok(&self) -> u64 {
-        self.journeys.values().map(|o| o.ok).sum()
-    }
-
     pub fn print(&self) {
         println!("{:.1} s", self.seconds);
         for (kind, outcome) in &self.journeys {
@@ -114,6 +122,7 @@ struct Run {
     users: Vec<String>,
     journey_times: Recorder,
     outcomes: Mutex<BTreeMap<&'static str, Outcomes>>,
+    attempts: Mutex<Vec<Attempt>>,
     sequence: AtomicU64,
 }
 
@@ -126,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         users,
         journey_times: Recorder::default(),
         outcomes: Mutex::default(),
+        attempts: Mutex::default(),
         sequence: AtomicU64::new(0),
     });
 
@@ -171,11 +181,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
+    let attempts = std::mem::take(
+        &mut *run
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     Ok(Report {
         seconds: elapsed.as_secs_f64(),
         journeys,
         endpoints: stats.summaries(elapsed),
         journey_times: run.journey_times.summaries(elapsed),
+        attempts,
     })
 }
 
@@ -218,6 +235,15 @@ impl Run {
         let result = self.journey(kind, n).await;
         self.journey_times
             .record(kind.name(), started.elapsed(), result.is_ok());
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Attempt {
+                kind,
+                started,
+                ended: Instant::now(),
+                ok: result.is_ok(),
+            });
         let mut outcomes = self
             .outcomes
             .lock()

@@ -97,21 +97,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let outcome = chaos::run(&stack, duration, rate).await?;
             outcome.journeys.print();
             let findings = &outcome.findings;
+            println!("\njourneys by kind (outside the faults' windows):");
+            for (kind, counts) in &outcome.kinds {
+                let required = chaos::REQUIRED.iter().any(|k| k.name() == *kind);
+                println!(
+                    "  {kind:<22} ok {:>5}  failed {:>4}   outside: ok {:>5}  failed {:>4}{}",
+                    counts.ok,
+                    counts.failed,
+                    counts.outside_ok,
+                    counts.outside_failed,
+                    match (required, counts.passes()) {
+                        (true, true) => "",
+                        (true, false) => "   TOO FEW SUCCEEDED",
+                        (false, _) => "   (not required)",
+                    }
+                );
+            }
             println!(
-                "\nchaos summary: {} journeys ({} failed during faults), {} faults injected, {} events handled, {} tickets, {} orders, {} charges, {} violations",
-                outcome.journeys.journeys_ok()
-                    + outcome
-                        .journeys
-                        .journeys
-                        .values()
-                        .map(|o| o.failed)
-                        .sum::<u64>(),
-                outcome
-                    .journeys
-                    .journeys
-                    .values()
-                    .map(|o| o.failed)
-                    .sum::<u64>(),
+                "\nchaos summary: {} journeys ({} failed), {} faults injected, {} events handled, {} tickets, {} orders, {} charges, {} violations",
+                outcome.kinds.values().map(|k| k.ok + k.failed).sum::<u64>(),
+                outcome.journeys_failed(),
                 outcome.faults.len(),
                 findings.events_handled,
                 findings.tickets,
@@ -122,8 +127,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             for violation in &findings.violations {
                 println!("  VIOLATION: {violation}");
             }
-            let ok = findings.violations.is_empty() && outcome.journeys.journeys_ok() > 0;
-            Ok(if ok {
+            Ok(if outcome.passed() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -133,7 +137,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             invariants::quiesce(&stack, Duration::from_secs(120)).await?;
             let findings = invariants::check(&stack).await?;
             println!(
-                "{} tickets, {} orders, {} charges, {} events handled, {} violations",
+                "{} checks: {} tickets, {} orders, {} charges, {} events handled, {} violations",
+                invariants::Check::ALL.len(),
                 findings.tickets,
                 findings.orders,
                 findings.charges,

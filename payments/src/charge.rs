@@ -47,6 +47,14 @@ impl Charge {
         format!("charge-{}", self.id)
     }
 
+    /// What Stripe keeps with the charge: the order it pays for and this attempt.
+    pub fn metadata(&self) -> [(&'static str, String); 2] {
+        [
+            ("order_id", self.order_id.to_string()),
+            ("charge_id", self.id.to_string()),
+        ]
+    }
+
     /// The key Stripe deduplicates this attempt's refund by.
     pub fn refund_key(&self) -> String {
         format!("refund-{}", self.id)

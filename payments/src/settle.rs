@@ -159,7 +159,12 @@ impl Payments {
         }
         let outcome = self
             .stripe
-            .charge(charge.amount_cents, &charge.source, &charge.charge_key())
+            .charge(
+                charge.amount_cents,
+                &charge.source,
+                &charge.charge_key(),
+                &charge.metadata(),
+            )
             .await?;
 
         let mut tx = Tx::begin(&self.pool).await?;

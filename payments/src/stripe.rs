@@ -99,18 +99,25 @@ impl Stripe {
         })
     }
 
-    /// Charges `amount_cents` to the card `source`.
+    /// Charges `amount_cents` to the card `source`. `metadata` travels with the charge
+    /// (`metadata[name]`), so that Stripe's records can be matched with ours.
     pub async fn charge(
         &self,
         amount_cents: i64,
         source: &str,
         idempotency_key: &str,
+        metadata: &[(&str, String)],
     ) -> Result<ChargeOutcome, StripeError> {
-        let form = [
-            ("amount", amount_cents.to_string()),
-            ("currency", self.currency.clone()),
-            ("source", source.to_owned()),
+        let mut form = vec![
+            ("amount".to_owned(), amount_cents.to_string()),
+            ("currency".to_owned(), self.currency.clone()),
+            ("source".to_owned(), source.to_owned()),
         ];
+        form.extend(
+            metadata
+                .iter()
+                .map(|(name, value)| (format!("metadata[{name}]"), value.clone())),
+        );
         match self.post("/v1/charges", &form, idempotency_key).await {
             Ok(created) => Ok(ChargeOutcome::Succeeded {
                 stripe_id: created.id,
@@ -126,7 +133,7 @@ impl Stripe {
         stripe_charge_id: &str,
         idempotency_key: &str,
     ) -> Result<String, StripeError> {
-        let form = [("charge", stripe_charge_id.to_owned())];
+        let form = [("charge".to_owned(), stripe_charge_id.to_owned())];
         self.post("/v1/refunds", &form, idempotency_key)
             .await
             .map(|created| created.id)
@@ -135,7 +142,7 @@ impl Stripe {
     async fn post(
         &self,
         path: &str,
-        form: &[(&str, String)],
+        form: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<Created, StripeError> {
         let started = std::time::Instant::now();

@@ -11,9 +11,13 @@
 //! - faults for tests, set through [`StandIn::set_fault`] or `POST /__control/fault`:
 //!   fail (503 before the request runs, nothing saved), hang (never answer), or hang
 //!   after charging (the charge happens, the answer never comes);
-//! - `GET /__control/charges` and `GET /__control/refunds` show what was done.
+//! - `GET /__control/charges` and `GET /__control/refunds` show what was done: each
+//!   charge with the `Idempotency-Key` it was made with and its `metadata[...]`
+//!   parameters (payments sends the order and the attempt), as Stripe's dashboard does;
+//!   `DELETE /__control/charges/{id}` forgets a charge and its refunds (tests that plant
+//!   one clean up after themselves).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -35,6 +39,12 @@ pub struct Charge {
     /// `succeeded` or `failed`.
     pub status: String,
     pub refunded: bool,
+    /// The `Idempotency-Key` of the request that made it, if any.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The request's `metadata[name]=value` parameters.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +120,19 @@ impl StandIn {
                 get(|State(s): State<StandIn>| async move { axum::Json(s.charges()) }),
             )
             .route(
+                "/__control/charges/{id}",
+                axum::routing::delete(
+                    |State(s): State<StandIn>,
+                     axum::extract::Path(id): axum::extract::Path<String>| async move {
+                        if s.forget_charge(&id) {
+                            StatusCode::NO_CONTENT
+                        } else {
+                            StatusCode::NOT_FOUND
+                        }
+                    },
+                ),
+            )
+            .route(
                 "/__control/refunds",
                 get(|State(s): State<StandIn>| async move { axum::Json(s.refunds()) }),
             )
@@ -134,6 +157,15 @@ impl StandIn {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
+    }
+
+    /// Forgets charge `id` and its refunds; whether there was one.
+    pub fn forget_charge(&self, id: &str) -> bool {
+        let mut ledger = self.ledger();
+        let before = ledger.charges.len();
+        ledger.charges.retain(|charge| charge.id != id);
+        ledger.refunds.retain(|refund| refund.charge != id);
+        ledger.charges.len() < before
     }
 
     pub fn charges(&self) -> Vec<Charge> {
@@ -219,7 +251,7 @@ async fn handle(
     headers: &HeaderMap,
     path: &str,
     body: &Bytes,
-    work: impl FnOnce(&StandIn, &HashMap<String, String>) -> (StatusCode, Value),
+    work: impl FnOnce(&StandIn, &HashMap<String, String>, Option<&str>) -> (StatusCode, Value),
 ) -> Response {
     if !standin.authorised(headers) {
         let (status, body) = error(
@@ -256,7 +288,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (status, body) = match key {
-        None => work(standin, &params),
+        None => work(standin, &params, None),
         Some(key) => {
             let slot = standin.slot(&key);
             let mut saved = slot.lock().await; // serialises requests with one key
@@ -272,7 +304,7 @@ async fn handle(
                     None,
                 ),
                 None => {
-                    let (status, body) = work(standin, &params);
+                    let (status, body) = work(standin, &params, Some(&key));
                     *saved = Some(Saved {
                         fingerprint,
                         status,
@@ -290,7 +322,7 @@ async fn handle(
 }
 
 async fn charges(State(standin): State<StandIn>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&standin, &headers, "/v1/charges", &body, |standin, params| {
+    handle(&standin, &headers, "/v1/charges", &body, |standin, params, key| {
         let Some(amount) = params.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -331,6 +363,14 @@ async fn charges(State(standin): State<StandIn>, headers: HeaderMap, body: Bytes
             source,
             status: if succeeded { "succeeded" } else { "failed" }.into(),
             refunded: false,
+            idempotency_key: key.map(str::to_owned),
+            metadata: params
+                .iter()
+                .filter_map(|(name, value)| {
+                    let name = name.strip_prefix("metadata[")?.strip_suffix(']')?;
+                    Some((name.to_owned(), value.clone()))
+                })
+                .collect(),
         };
         standin.ledger().charges.push(charge.clone());
         if !succeeded {
@@ -359,7 +399,7 @@ async fn charges(State(standin): State<StandIn>, headers: HeaderMap, body: Bytes
 }
 
 async fn refunds(State(standin): State<StandIn>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&standin, &headers, "/v1/refunds", &body, |standin, params| {
+    handle(&standin, &headers, "/v1/refunds", &body, |standin, params, _key| {
         let charge_id = params.get("charge").cloned().unwrap_or_default();
         let mut ledger = standin.ledger();
         let Some(charge) = ledger.charges.iter_mut().find(|c| c.id == charge_id && c.status == "succeeded") else {

@@ -66,3 +66,35 @@ pub async fn caught_up(nats: &Nats, service: &str, subject: Subject) -> bool {
         .await
         .is_some_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
 }
+
+/// Waits until `service` has handled every event of `subjects` published so far: its
+/// consumers have nothing pending and nothing awaiting acknowledgement. What a test
+/// waits for before asserting that a duplicate or a stale event changed nothing.
+pub async fn settled(nats_url: &str, service: &str, subjects: &[Subject]) {
+    let nats = connect(nats_url).await;
+    for subject in subjects {
+        let what = format!("{service} to have handled every {subject} event");
+        crate::wait_until(&what, || caught_up(&nats, service, *subject)).await;
+    }
+}
+
+/// Waits until `service`'s consumer of `subject` has delivered an event again: it was
+/// handled and answered "not yet" (or failed) at least once. What a test waits for
+/// before asserting that a waiting event has not been applied.
+pub async fn delivered_again(nats_url: &str, service: &str, subject: Subject) {
+    let nats = connect(nats_url).await;
+    let what = format!("{service} to have delivered a {subject} event again");
+    crate::wait_until(&what, || async {
+        consumer_info(&nats, service, subject)
+            .await
+            .is_some_and(|info| info.num_redelivered > 0)
+    })
+    .await;
+}
+
+async fn connect(nats_url: &str) -> Nats {
+    let settings = bus::stream::StreamSettings::default();
+    bus::stream::connect(nats_url, "testkit", &settings)
+        .await
+        .unwrap()
+}

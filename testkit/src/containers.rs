@@ -64,4 +64,12 @@ impl Nats {
     pub async fn resume(&self) {
         self.container.start().await.expect("starting NATS again");
     }
+
+    pub async fn freeze(&self) {
+        self.container.pause().await.expect("pausing NATS");
+    }
+
+    pub async fn thaw(&self) {
+        self.container.unpause().await.expect("unpausing NATS");
+    }
 }

@@ -61,6 +61,25 @@ impl TestNats {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered, as
+    /// with a stalled node. [`TestNats::thaw`] lets it go on.
+    pub async fn freeze(&mut self) {
+        match &mut self.server {
+            Server::Process { child, .. } => signal(child, "-STOP"),
+            #[cfg(feature = "testcontainers")]
+            Server::Container(container) => container.freeze().await,
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub async fn thaw(&mut self) {
+        match &mut self.server {
+            Server::Process { child, .. } => signal(child, "-CONT"),
+            #[cfg(feature = "testcontainers")]
+            Server::Container(container) => container.thaw().await,
+        }
+    }
+
     /// Starts the server again on the same port and store.
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -115,6 +134,15 @@ fn spawn(port: u16, dir: &Path, ports_dir: &Path) -> Child {
         .unwrap_or_else(|e| {
             panic!("cannot start nats-server ({e}); run `make test` or scripts/stack.sh install")
         })
+}
+
+fn signal(child: &Option<Child>, signal: &str) {
+    let child = child.as_ref().expect("nats-server is running");
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} nats-server");
 }
 
 fn kill(child: &mut Option<Child>) {

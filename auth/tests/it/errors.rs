@@ -111,12 +111,43 @@ async fn operations_endpoints_and_openapi() {
     }
 }
 
+/// A stop lets the requests in flight finish (sign-ins, each hashing for a while on
+/// the two hashing threads, queued behind one another) and returns Ok.
 #[tokio::test]
-async fn stops_gracefully_and_readiness_follows_the_database() {
+async fn stops_gracefully_finishing_the_requests_in_flight() {
     let auth = Auth::start().await;
     assert_eq!(auth.signup("before@test.com", "password").await.status, 201);
-    auth.server
-        .stop()
-        .await
-        .expect("a graceful stop returns Ok");
+    let signins: Vec<_> = (0..8)
+        .map(|_| {
+            let request = auth
+                .server
+                .client
+                .post(auth.server.url("/api/users/signin"))
+                .json(&json!({"email": "before@test.com", "password": "password"}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let Auth { server, database } = auth;
+    server.stop().await.expect("a graceful stop returns Ok");
+    for signin in signins {
+        let status = signin.await.unwrap().expect("answered, not cut off");
+        assert_eq!(status, 200, "a sign-in in flight at the stop finishes");
+    }
+    drop(database);
+}
+
+/// `/readyz` is 200 while the database answers and 503 once it does not; `/healthz`
+/// stays 200 (the process itself is fine).
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let Auth { server, database } = Auth::start().await;
+    server.ready().await;
+    assert_eq!(server.ops("/readyz").await.status, 200);
+    drop(database); // dropped WITH (FORCE): its connections are cut, and it is gone
+    testkit::wait_until("/readyz to fail without the database", || async {
+        server.ops("/readyz").await.status == 503
+    })
+    .await;
+    assert_eq!(server.ops("/healthz").await.status, 200);
 }

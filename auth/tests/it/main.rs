@@ -15,7 +15,7 @@ use testkit::{TestDatabase, TestResponse, TestServer};
 /// A running auth service with its own fresh database.
 pub struct Auth {
     pub server: TestServer,
-    _database: TestDatabase,
+    pub database: TestDatabase,
 }
 
 impl Auth {
@@ -23,10 +23,7 @@ impl Auth {
         let database = TestDatabase::create().await;
         let config = auth::Config::for_tests(&database.url);
         let server = TestServer::serve(config).await;
-        Self {
-            server,
-            _database: database,
-        }
+        Self { server, database }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> TestResponse {

@@ -129,6 +129,7 @@ async fn http_stays_fast_while_events_flood_in_and_stripe_hangs() {
             (Uuid::new_v4().to_string(), event)
         })
         .collect();
+    let burst_orders: Vec<Uuid> = ordered.iter().map(|(_, event)| event.id).collect();
     publish_all(&stack.nats.url, &created).await;
     publish_all(&stack.nats.url, &ordered).await;
     publish_all(&stack.nats.url, &cancelled).await;
@@ -140,21 +141,28 @@ async fn http_stays_fast_while_events_flood_in_and_stripe_hangs() {
             Duration::from_secs(120),
             "the burst to be consumed",
             || async {
-                let reserved: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM tickets WHERE order_id IS NOT NULL")
-                        .fetch_one(tickets_pool)
+                // The burst's own rows only: not the 26 orders made before it.
+                let reserved: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tickets WHERE order_id IS NOT NULL AND id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_one(tickets_pool)
+                .await
+                .unwrap();
+                let replicated: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tickets WHERE version = 1 AND id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_one(&stack.orders.pool)
+                .await
+                .unwrap();
+                let scheduled: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM schedules WHERE order_id = ANY($1)")
+                        .bind(&burst_orders)
+                        .fetch_one(&stack.expiration.pool)
                         .await
                         .unwrap();
-                let replicated: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM tickets WHERE version = 1")
-                        .fetch_one(&stack.orders.pool)
-                        .await
-                        .unwrap();
-                let scheduled: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules")
-                    .fetch_one(&stack.expiration.pool)
-                    .await
-                    .unwrap();
-                reserved >= 1000 && replicated >= 1000 && scheduled >= 1000
+                reserved == 1000 && replicated == 1000 && scheduled == 1000
             },
         )
         .await;
@@ -185,6 +193,44 @@ async fn http_stays_fast_while_events_flood_in_and_stripe_hangs() {
     let burst_started = Instant::now();
     let ((), samples, payments) = tokio::join!(consumed, sample, join_all(hanging_payments));
     let burst = burst_started.elapsed();
+
+    // The ten cancellations were handled: each charge's refund is due, and hangs at
+    // Stripe (none made yet), while everything above stayed fast.
+    let paid_orders: Vec<Uuid> = paid
+        .iter()
+        .map(|order| order["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let refunds_due = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM charges
+             WHERE order_id = ANY($1) AND refund_due_at IS NOT NULL AND stripe_refund_id IS NULL",
+        )
+        .bind(&paid_orders)
+        .fetch_one(&stack.payments.pool)
+        .await
+        .unwrap()
+    };
+    wait_until("the ten refunds to be due", || async {
+        refunds_due().await == 10
+    })
+    .await;
+    assert!(
+        stack.stripe.refunds().is_empty(),
+        "the refunds hang at Stripe"
+    );
+    // Once Stripe answers again, every one of them is made.
+    stack.stripe.set_fault(Fault {
+        mode: FaultMode::None,
+        times: 0,
+    });
+    // (The reconciler retries every 30 s here, after a Stripe timeout of 10 s.)
+    wait_at_most(
+        Duration::from_secs(60),
+        "the refunds to be made once Stripe answers",
+        || async { refunds_due().await == 0 },
+    )
+    .await;
+    assert_eq!(stack.stripe.refunds().len(), 10);
 
     assert!(
         payments.iter().all(|&status| status == 502),

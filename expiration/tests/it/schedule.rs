@@ -114,17 +114,21 @@ async fn health_readiness_and_metrics() {
         .get("/api/anything", None)
         .await
         .assert_error(404, "Not Found");
-    let metrics = expiration
-        .client
-        .get(expiration.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("outbox_backlog") || metrics.contains("http_requests_total"),
-        "{metrics}"
-    );
+    // The bus's own gauges: the relay publishes (and reports its backlog), the bus is
+    // connected, and the scheduler and the relay run.
+    let expected = [
+        "outbox_backlog 0",
+        "nats_connected 1",
+        r#"worker_up{worker="scheduler"} 1"#,
+        r#"worker_up{worker="relay"} 1"#,
+    ];
+    let metrics = testkit::wait_until("the bus's gauges in /metrics", || async {
+        let metrics = expiration.metrics().await;
+        expected
+            .iter()
+            .all(|line| metrics.contains(line))
+            .then_some(metrics)
+    })
+    .await;
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
 }

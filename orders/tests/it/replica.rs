@@ -1,6 +1,7 @@
-use std::time::Duration;
-
+use common::events::Subject;
+use kit::Service as _;
 use serde_json::json;
+use testkit::bus::{delivered_again, settled};
 use testkit::new_user_cookie;
 
 use crate::{Orders, path, updated};
@@ -13,7 +14,12 @@ async fn versions_apply_in_order_even_when_delivered_out_of_order() {
     orders
         .publish(&updated(&ticket, 2, "second edit", 3000))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    delivered_again(
+        &orders.nats.url,
+        orders::Config::NAME,
+        Subject::TicketUpdated,
+    )
+    .await;
     assert_eq!(
         orders.replica(ticket.id).await,
         Some((0, "concert".into(), 1000)),
@@ -33,7 +39,12 @@ async fn versions_apply_in_order_even_when_delivered_out_of_order() {
         .publish(&updated(&ticket, 1, "first edit", 2000))
         .await;
     orders.publish(&updated(&ticket, 2, "replayed", 9999)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(
+        &orders.nats.url,
+        orders::Config::NAME,
+        &[Subject::TicketUpdated],
+    )
+    .await;
     assert_eq!(
         orders.replica(ticket.id).await,
         Some((2, "second edit".into(), 3000))
@@ -51,7 +62,12 @@ async fn an_update_before_the_creation_waits_for_it() {
         user_id: uuid::Uuid::new_v4(),
     };
     orders.publish(&updated(&ticket, 1, "edited", 200)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    delivered_again(
+        &orders.nats.url,
+        orders::Config::NAME,
+        Subject::TicketUpdated,
+    )
+    .await;
     assert_eq!(orders.replica(ticket.id).await, None);
     orders.publish(&ticket).await;
     orders.wait_for_replica(ticket.id, 1).await;

@@ -1,7 +1,10 @@
 use std::time::Duration;
 
+use common::events::Subject;
+use kit::Service as _;
 use payments::settle::{Payments, Refusal, Settled};
 use payments::stripe::Stripe;
+use testkit::bus::settled;
 use testkit::wait_until;
 
 use crate::{Buyer, Harness, stripe_config};
@@ -31,9 +34,24 @@ async fn a_cancelled_order_has_its_charge_refunded() {
         Some("cancelled")
     );
 
-    // A redelivered or repeated cancellation refunds nothing more.
+    // A redelivered or repeated cancellation refunds nothing more, once handled.
     harness.cancel(order).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    settled(
+        &harness.nats.url,
+        payments::Config::NAME,
+        &[Subject::OrderCancelled],
+    )
+    .await;
+    wait_until("no refund to be due any more", || async {
+        let due: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM charges WHERE refund_due_at IS NOT NULL AND stripe_refund_id IS NULL",
+        )
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+        due == 0
+    })
+    .await;
     assert_eq!(harness.stripe.standin.refunds().len(), 1);
 }
 

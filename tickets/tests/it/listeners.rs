@@ -8,7 +8,9 @@ use common::events::{
 use common::money::Price;
 use kit::Service as _;
 use serde_json::Value;
-use testkit::bus::{apply_without_acknowledging, caught_up, take_delivery};
+use testkit::bus::{
+    apply_without_acknowledging, caught_up, delivered_again, settled, take_delivery,
+};
 use testkit::{EventProbe, WAIT, id_of, publish_raw, wait_until};
 use uuid::Uuid;
 
@@ -110,17 +112,8 @@ async fn a_stale_cancellation_does_not_free_a_ticket_a_newer_order_holds() {
 
 /// Waits until every event published so far has been handled by tickets.
 async fn settle(tickets: &Tickets) {
-    let nats = stream::connect(
-        &tickets.nats.url,
-        "settle-check",
-        &StreamSettings::default(),
-    )
-    .await
-    .unwrap();
-    for subject in [Subject::OrderCreated, Subject::OrderCancelled] {
-        let what = format!("every {subject} event to be handled");
-        wait_until(&what, || caught_up(&nats, tickets::Config::NAME, subject)).await;
-    }
+    let subjects = [Subject::OrderCreated, Subject::OrderCancelled];
+    settled(&tickets.nats.url, tickets::Config::NAME, &subjects).await;
 }
 
 /// The newer order's reservation is delivered before the older order's cancellation:
@@ -137,7 +130,13 @@ async fn a_reservation_waits_for_the_previous_orders_cancellation() {
         &order_created(&ticket, newer),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Handled, and answered "not yet", at least once.
+    delivered_again(
+        &tickets.nats.url,
+        tickets::Config::NAME,
+        Subject::OrderCreated,
+    )
+    .await;
     assert_eq!(
         tickets.ticket(&ticket["id"]).await["orderId"],
         Value::String(older.to_string()),
@@ -195,7 +194,7 @@ async fn a_duplicated_order_created_reserves_once() {
     publish_raw(&tickets_ref.nats.url, "same", &event).await;
     publish_raw(&tickets_ref.nats.url, "republished", &event).await;
     wait_for_order_id(&tickets, &ticket, Some(order_id)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&tickets).await;
     assert_eq!(tickets.ticket(&ticket["id"]).await["version"], 1);
 }
 

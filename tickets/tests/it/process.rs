@@ -7,10 +7,12 @@ use testkit::{
 };
 
 /// docs/api.md § Operations: on SIGTERM the service finishes what it was doing, flushes its outbox
-/// and exits 0 within the grace period.
+/// and exits 0 within the grace period. NATS is frozen while the tickets are listed, so
+/// their events are still in the outbox at SIGTERM; it comes back a second later, while
+/// the service stops, and they are published then.
 #[tokio::test]
 async fn sigterm_flushes_the_outbox_and_exits_zero() {
-    let nats = TestNats::start().await;
+    let mut nats = TestNats::start().await;
     let database = TestDatabase::create().await;
     let env = [
         ("DATABASE_URL", database.url.as_str()),
@@ -25,6 +27,7 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
     let mut probe = EventProbe::subscribe(&nats.url, Subject::TicketCreated).await;
 
     let (cookie, _) = new_user_cookie();
+    nats.freeze().await;
     for n in 0..20 {
         let response = client
             .post(process.url("/api/tickets"))
@@ -35,8 +38,23 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
             .unwrap();
         assert_eq!(response.status(), 201);
     }
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        pending >= 10,
+        "events wait in the outbox at SIGTERM ({pending})"
+    );
     let stopping = Instant::now();
-    assert_eq!(process.terminate().await, Some(0), "exit status");
+    let terminated = process.terminate();
+    let thawed = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nats.thaw().await;
+    };
+    let (status, ()) = tokio::join!(terminated, thawed);
+    assert_eq!(status, Some(0), "exit status");
     assert!(
         stopping.elapsed() < Duration::from_secs(10),
         "within the grace period"
@@ -49,7 +67,6 @@ async fn sigterm_flushes_the_outbox_and_exits_zero() {
             .await
             .expect("every committed event was published");
     }
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&pool)
         .await
