@@ -10,7 +10,8 @@ SQLX_CLI_VERSION := 0.9.0
 
 VENV := .stack/venv
 
-.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests bench chaos clean-test-databases
+.PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests bench chaos clean-test-databases \
+	images cluster cluster-down cluster-status cluster-chaos cluster-tests
 
 ## up: the whole system on http://localhost:8080 (installs what is missing)
 up:
@@ -28,8 +29,9 @@ dev:
 	scripts/dev.sh
 
 ## test: format and lint checks, then every test: unit, HTTP, events, cross-service,
-## then against a running stack: the ingress, a NATS outage, the browser, chaos
-test: deps lint unit-and-integration infra-tests stack-tests
+## then against a running stack: the ingress, a NATS outage, the browser, chaos;
+## then the images and the cluster under a shortened run of its faults
+test: deps lint unit-and-integration infra-tests stack-tests cluster-tests
 
 deps:
 	$(STACK) install
@@ -82,3 +84,31 @@ $(VENV)/.installed: infra/tests/requirements.txt
 
 clean-test-databases:
 	$(STACK) clean-test-databases
+
+## images: an OCI image per deployable, built with buildah from this machine's files
+images:
+	scripts/cluster images
+
+## cluster: the prod topology as containers on http://localhost:8090 (CLUSTER_PORT):
+## three NATS nodes, two replicas of every service, each database with a synchronous
+## standby (docs/cluster.md); safe to run twice
+cluster:
+	scripts/cluster up
+
+## cluster-down: remove the cluster's containers (its data stays: scripts/cluster down --purge)
+cluster-down:
+	scripts/cluster down
+
+cluster-status:
+	@scripts/cluster status
+
+## cluster-chaos: a fresh cluster under every fault of the fault library, measured,
+## then the invariant checker; writes the cluster's section of docs/benchmarks.md
+cluster-chaos:
+	scripts/cluster-chaos.sh
+
+# The end of make test: the images against the Dockerfile, then the shortened plan.
+cluster-tests: $(VENV)/.installed
+	scripts/cluster images
+	cd infra/tests && REQUIRE_IMAGES=1 ../../$(VENV)/bin/python -m unittest -v test_cluster.Images
+	CLUSTER_CHAOS_PLAN=short scripts/cluster-chaos.sh

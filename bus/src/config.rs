@@ -27,8 +27,12 @@ pub struct BusConfig {
     pub wait_warn_after: Duration,
     /// `EVENT_CONCURRENCY` (default 8): events one consumer takes at a time.
     pub concurrency: usize,
-    /// `EVENT_ACK_WAIT_SECONDS` (default 30): how long an unacknowledged delivery waits
-    /// before JetStream redelivers it (e.g. after a crash).
+    /// `EVENT_ACK_WAIT_SECONDS` (default 10): how long an unacknowledged delivery waits
+    /// before JetStream redelivers it, to another replica if need be: after a crash,
+    /// or when the replica that took it is cut off from NATS or stalled. Handlers are
+    /// database transactions of milliseconds; one that outlasts this is redelivered
+    /// while it runs, and the second delivery finds its event id taken and changes
+    /// nothing.
     pub ack_wait: Duration,
     /// `RETENTION_HOURS` (default 168, a week): how long handled event ids, parked
     /// events and other bookkeeping are kept. At least an hour: longer than the
@@ -52,7 +56,7 @@ impl BusConfig {
             retry_max_delay: env.fractional_seconds("EVENT_RETRY_MAX_DELAY_SECONDS", 5.0)?,
             wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
             concurrency: env.optional("EVENT_CONCURRENCY", 8)?,
-            ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 30)?,
+            ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 10)?,
             retention: env.optional("RETENTION_HOURS", 168_u64).map(hours)?,
             prune_interval: env.seconds("PRUNE_INTERVAL_SECONDS", 3600)?,
         };

@@ -6,7 +6,8 @@
 //! does. The [`Relay`] then publishes committed rows to JetStream in order, each with
 //! its event id as `Nats-Msg-Id`, and deletes them once JetStream has acknowledged
 //! them. It is woken as soon as such a transaction commits (a [`Signal`] raised by the
-//! commit), polls as a fallback, and retries with backoff while NATS is unreachable. A row that was
+//! commit), polls as a fallback, and retries with backoff while NATS is unreachable,
+//! taking the lock the service's replicas share only once NATS answers it again. A row that was
 //! published but whose deletion was lost is published again; JetStream's duplicate
 //! window and the consumers' processed-event ids make that harmless.
 
@@ -31,8 +32,16 @@ static APPENDED: Signal = Signal::new();
 /// so that replicas never reorder each other's batches.
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78; // "outbox"
 const BATCH: usize = 256;
-/// Pauses while publishing fails (NATS unreachable).
-const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+/// Pauses after a failed attempt, before the relay looks at NATS again.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+/// How long the relay waits for JetStream to acknowledge a publish. It takes a few
+/// milliseconds, even fsynced on three nodes; longer means the stream is electing a
+/// leader or this replica cannot reach NATS, and the relay lets go of its lock (which
+/// the service's other replicas wait on) and tries again shortly.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failure, NATS must answer a request within this before the relay takes the
+/// lock again: a replica cut off from NATS must not hold up the one that is not.
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Appends `event` to the outbox inside the caller's transaction and returns its id
 /// (the `Nats-Msg-Id` it will be published with).
@@ -113,11 +122,35 @@ struct Row {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, jetstream: jetstream::Context) -> Self {
+    pub fn new(pool: PgPool, mut jetstream: jetstream::Context) -> Self {
+        jetstream.set_timeout(ACK_TIMEOUT);
         Self {
             pool,
             jetstream,
             poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether JetStream answers this relay's connection now (a request and its
+    /// answer: a connection cut off mid-way still takes writes, but answers nothing).
+    async fn nats_answers(&self) -> bool {
+        tokio::time::timeout(ANSWER_TIMEOUT, self.jetstream.query_account())
+            .await
+            .is_ok_and(|answer| answer.is_ok())
+    }
+
+    /// After a failed attempt: a pause, then until NATS answers again, without the
+    /// lock, so that a replica that can still publish does.
+    async fn recover(&self, stop: &CancellationToken, failures: u32) {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(BACKOFF.after(failures)) => {}
+        }
+        while !stop.is_cancelled() && !self.nats_answers().await {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
         }
     }
 
@@ -153,10 +186,7 @@ impl Relay {
                         failures,
                         "outbox relay: publishing failed; retrying"
                     );
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(BACKOFF.after(failures)) => {}
-                    }
+                    self.recover(&stop, failures).await;
                 }
             }
         }

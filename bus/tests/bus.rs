@@ -22,7 +22,7 @@ use common::money::Price;
 use kit::supervisor::{Health, Workers};
 use sqlx::PgPool;
 use testkit::bus::{all_acknowledged, apply_without_acknowledging, take_delivery};
-use testkit::{EventProbe, TestDatabase, TestNats, WAIT, publish_raw, wait_until};
+use testkit::{EventProbe, TestDatabase, TestNats, TestNatsCluster, WAIT, publish_raw, wait_until};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -544,6 +544,38 @@ async fn a_handler_that_committed_but_never_acknowledged_is_redelivered_and_chan
     );
 }
 
+/// Two replicas' relays share the outbox's lock. One whose NATS stops answering (a
+/// replica cut off from NATS: its connection stays open, nothing comes back) must
+/// not hold up the other's: events committed meanwhile are published by the replica
+/// that can reach NATS, within seconds.
+#[tokio::test]
+async fn a_relay_cut_off_from_nats_does_not_hold_up_the_other_replicas_relay() {
+    let bench = Bench::start().await;
+    let mut cut_off = TestNats::start().await;
+    let unanswered = stream::connect(&cut_off.url, "bus-test-cut-off", &StreamSettings::default())
+        .await
+        .unwrap();
+    cut_off.freeze().await;
+    // The cut-off replica's relay takes the lock first, on the first event.
+    bench.run_relay(Relay::new(bench.pool.clone(), unanswered.jetstream.clone()));
+    let started = std::time::Instant::now();
+    bench.commit_events(&ids(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bench.start_relay();
+    for _ in 0..10 {
+        bench.commit_events(&ids(4)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+    let took = started.elapsed();
+    assert_eq!(bench.stream_messages().await, 41);
+    assert!(
+        took < bus::outbox::ACK_TIMEOUT + Duration::from_secs(2),
+        "the events waited {took:?} for the relay that cannot reach NATS"
+    );
+    cut_off.thaw().await;
+}
+
 #[tokio::test]
 async fn stopping_the_relay_flushes_what_is_committed() {
     let bench = Bench::start().await;
@@ -863,4 +895,223 @@ async fn pruning_removes_bookkeeping_past_the_horizon_and_keeps_the_rest() {
     })
     .await;
     assert_eq!(recorder.calls(), 0, "the copy never reached the listener");
+}
+
+/// The bus of one replica on a three-node JetStream cluster holding the stream's
+/// three replicas, connected to the node at `url`: a relay, a consumer, and the
+/// tables that tell when each event was committed and handled.
+struct OnCluster {
+    pool: PgPool,
+    connection: Nats,
+    stop: CancellationToken,
+    durable: String,
+    _database: TestDatabase,
+}
+
+impl OnCluster {
+    async fn start(url: &str) -> Self {
+        let database = TestDatabase::create().await;
+        let pool = PgPool::connect(&database.url).await.unwrap();
+        migrate_bus(&pool).await.unwrap();
+        for table in [
+            "CREATE TABLE handled (order_id UUID NOT NULL, instance TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+            "CREATE TABLE committed (order_id UUID PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+        ] {
+            sqlx::query(table).execute(&pool).await.unwrap();
+        }
+        let settings = StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        };
+        let connection = stream::connect(url, "bus-test", &settings).await.unwrap();
+        let stop = CancellationToken::new();
+        let workers = Workers::new(SERVICE, Health::default());
+        let relay = Relay::new(pool.clone(), connection.jetstream.clone());
+        workers.supervise("relay", stop.clone(), move |stop| {
+            relay.clone().run(stop, Duration::from_secs(5))
+        });
+        Consumers::new(
+            SERVICE,
+            pool.clone(),
+            &config(10, Duration::from_secs(10)),
+            Listeners::new().listen(Recorder::new("a")),
+        )
+        .spawn(&workers, &connection, &stop);
+        let durable = common::events::durable_name(SERVICE, Subject::ExpirationComplete);
+        let on = Self {
+            pool,
+            connection,
+            stop,
+            durable,
+            _database: database,
+        };
+        wait_until("the consumer exists", || async {
+            on.leaders().await.is_some()
+        })
+        .await;
+        on
+    }
+
+    /// The nodes leading the stream and the consumer.
+    async fn leaders(&self) -> Option<(String, String)> {
+        leaders(&self.connection.jetstream, &self.durable).await
+    }
+
+    async fn commit(&self, order_id: Uuid) {
+        let mut tx = Tx::begin(&self.pool).await.unwrap();
+        sqlx::query("INSERT INTO committed (order_id) VALUES ($1)")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        append(&mut tx, &ExpirationComplete { order_id })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Once all `n` are handled, each once: the longest any waited, from its commit
+    /// (or from `since`, if later) to its handling, in seconds.
+    async fn worst_wait(&self, n: i64, since: chrono::DateTime<chrono::Utc>) -> f64 {
+        wait_until("every event handled", || async {
+            self.count("SELECT count(*) FROM handled").await == n
+        })
+        .await;
+        assert_eq!(
+            self.count("SELECT count(DISTINCT order_id) FROM handled")
+                .await,
+            n
+        );
+        sqlx::query_scalar(
+            "SELECT max(extract(epoch FROM h.at - greatest(c.at, $1)))::float8
+             FROM handled h JOIN committed c USING (order_id)",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for OnCluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn leaders(jetstream: &jetstream::Context, durable: &str) -> Option<(String, String)> {
+    let mut stream = jetstream.get_stream(STREAM).await.ok()?;
+    let stream_leader = stream.info().await.ok()?.cluster.clone()?.leader?;
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer(durable).await.ok()?;
+    let consumer_leader = consumer.info().await.ok()?.cluster.clone()?.leader?;
+    Some((stream_leader, consumer_leader))
+}
+
+/// A replica's NATS node is lost, one that leads neither the stream nor its consumer
+/// (so nothing is elected): its connection moves to another node at once, and the
+/// events committed meanwhile keep flowing, none waiting more than 5 s. The relay's
+/// publishes give up after ACK_TIMEOUT; the consumer notices its pull is gone after
+/// two missed heartbeats (a second each) and pulls again through the new node.
+#[tokio::test]
+async fn events_keep_flowing_when_the_node_a_replica_is_connected_to_is_lost() {
+    let mut cluster = TestNatsCluster::start().await;
+    // Set up through node 0, so that the stream exists and its leaders are known.
+    let setup = OnCluster::start(&cluster.urls[0]).await;
+    let client = async_nats::connect(cluster.urls[0].as_str()).await.unwrap();
+    // Until one node leads both: then a third leads nothing.
+    let (mut stream_leader, mut consumer_leader) = setup.leaders().await.unwrap();
+    for _ in 0..20 {
+        if stream_leader == consumer_leader {
+            break;
+        }
+        let stepdown = format!(
+            "$JS.API.CONSUMER.LEADER.STEPDOWN.{STREAM}.{}",
+            setup.durable
+        );
+        let _ = client.request(stepdown, "".into()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(now) = setup.leaders().await {
+            (stream_leader, consumer_leader) = now;
+        }
+    }
+    assert_eq!(stream_leader, consumer_leader, "one node leads both");
+    let bystander = (0..3)
+        .map(|i| format!("n{i}"))
+        .find(|n| *n != stream_leader)
+        .unwrap();
+    let index: usize = bystander[1..].parse().unwrap();
+    drop(setup);
+    let on = OnCluster::start(&cluster.urls[index]).await;
+
+    let started = chrono::Utc::now();
+    for (n, order_id) in ids(200).into_iter().enumerate() {
+        if n == 40 {
+            cluster.kill(&bystander);
+        }
+        on.commit(order_id).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let worst = on.worst_wait(200, started).await;
+    assert!(worst < 5.0, "an event waited {worst:.1} s");
+}
+
+/// When the leaders of the stream and of its consumer are elected again after their
+/// node was lost (by NATS, 4 to 9 s after the loss: the followers' fixed election
+/// timeout, server/raft.go), as read with requests that give up quickly.
+async fn leaders_elected_without(nats_url: &str, lost: &str, durable: &str) -> std::time::Instant {
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(300)))
+        .connect(nats_url)
+        .await
+        .unwrap();
+    let jetstream = jetstream::new(client);
+    loop {
+        if let Some((stream, consumer)) = leaders(&jetstream, durable).await
+            && stream != lost
+            && consumer != lost
+        {
+            return std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node that leads the stream (and its consumer) is lost while an event is
+/// committed every 50 ms. No event is lost or handled twice, and within 5 s of NATS
+/// electing the new leaders every event that waited is handled: the relay moves on to
+/// the stream's new leader (its retries wait at most a second), the consumer
+/// subscribes again to its consumer's new leader.
+#[tokio::test]
+async fn events_flow_again_within_seconds_of_the_leaders_elected_after_a_node_is_lost() {
+    let mut cluster = TestNatsCluster::start().await;
+    let on = OnCluster::start(&cluster.urls[0]).await;
+    let mut elected = None;
+    for (n, order_id) in ids(300).into_iter().enumerate() {
+        if n == 40 {
+            let (leader, _) = on.leaders().await.unwrap();
+            cluster.kill(&leader);
+            let survivor = (0..3)
+                .find(|i| format!("n{i}") != leader)
+                .map(|i| cluster.urls[i].clone())
+                .unwrap();
+            let durable = on.durable.clone();
+            elected = Some(tokio::spawn(async move {
+                leaders_elected_without(&survivor, &leader, &durable).await
+            }));
+        }
+        on.commit(order_id).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elected = elected.unwrap().await.unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::from_std(elected.elapsed()).unwrap();
+    let worst = on.worst_wait(300, since).await;
+    assert!(
+        worst < 5.0,
+        "an event waited {worst:.1} s after NATS had elected the new leaders"
+    );
 }

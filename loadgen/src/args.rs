@@ -51,6 +51,49 @@ pub enum Command {
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
     },
+    /// Journeys through the cluster of `make cluster` while its faults run in turn
+    /// (`scripts/cluster fault`), each measured; then the checker, with the cluster's
+    /// own checks. Writes the results as JSON.
+    ClusterChaos {
+        /// `full` (every kind of fault on every kind of part) or `short` (make test).
+        #[arg(long, default_value = "full", value_parser = ["full", "short"])]
+        plan: String,
+        /// Journeys started per second.
+        #[arg(long, default_value_t = 8.0)]
+        rate: f64,
+        /// Quiet between two faults, e.g. `15s`.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        gap: Duration,
+        /// First measure closed-loop throughput through the cluster for this long.
+        #[arg(long, value_parser = parse_duration)]
+        throughput: Option<Duration>,
+        /// Where the results go.
+        #[arg(long, default_value = "target/cluster/results.json")]
+        out: PathBuf,
+    },
+    /// Closed-loop journeys per second through an ingress, written as JSON (the
+    /// single-node baseline of the cluster's figures).
+    Throughput {
+        /// The ingress (default: the local stack's).
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "target/cluster/baseline.json")]
+        out: PathBuf,
+    },
+    /// Writes the cluster's section of docs/benchmarks.md from a full run's results.
+    ClusterReport {
+        #[arg(long, default_value = "target/cluster/results.json")]
+        results: PathBuf,
+        /// The single-node stack's throughput, measured in the same run.
+        #[arg(long, default_value = "target/cluster/baseline.json")]
+        baseline: PathBuf,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        markdown: PathBuf,
+    },
     /// The invariant checker alone, once the stack is quiet.
     Check,
     /// Every measurement of `make bench`, written as JSON.

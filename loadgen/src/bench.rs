@@ -423,6 +423,7 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         count: None,
         users: 40,
         only: Some(Kind::Purchase),
+        stop: None,
     })
     .await?;
     let journey_time = journeys
@@ -497,7 +498,7 @@ fn machine() -> String {
 /// storage, fsync before acknowledging), 256 in flight as the relay sends them.
 async fn jetstream_publish_rate(stack: &Stack) -> anyhow::Result<Throughput> {
     use async_nats::jetstream::{self, stream};
-    let client = async_nats::connect(stack.nats()).await?;
+    let client = stack.nats_client().await?;
     let js = jetstream::new(client);
     let _ = js.delete_stream("BENCH").await;
     js.create_stream(stream::Config {

@@ -78,7 +78,6 @@ impl KindCounts {
 /// When a fault was in force, and a little after (services reconnect, retries land).
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    pub fault: Fault,
     pub from: Instant,
     pub until: Instant,
 }
@@ -190,6 +189,7 @@ pub async fn run(stack: &Stack, duration: Duration, rate: f64) -> anyhow::Result
         count: None,
         users: 20,
         only: None,
+        stop: None,
     };
     // Quiet at both ends, each long enough for an order left alone to expire.
     let quiet =
@@ -201,27 +201,30 @@ pub async fn run(stack: &Stack, duration: Duration, rate: f64) -> anyhow::Result
         for fault in PLAN {
             let from = Instant::now();
             inject(stack, fault).await?;
-            windows.push(Window {
+            windows.push((
                 fault,
-                from,
-                until: Instant::now() + aftermath(fault),
-            });
+                Window {
+                    from,
+                    until: Instant::now() + aftermath(fault),
+                },
+            ));
             tokio::time::sleep(gap.saturating_sub(from.elapsed())).await;
         }
         anyhow::Ok(windows)
     };
     let (report, windows) = tokio::join!(journeys::run(config), faults);
     let (report, windows) = (report?, windows?);
-    let kinds = counts(&report.attempts, &windows);
+    let spans: Vec<Window> = windows.iter().map(|(_, w)| *w).collect();
+    let kinds = counts(&report.attempts, &spans);
     println!("chaos: load over; waiting for the system to settle");
     // Every order open now expires within the window; the check runs once all have
     // and every event they caused has been handled.
     invariants::wait_for_open_orders(stack, Duration::from_secs(180)).await?;
     invariants::quiesce(stack, Duration::from_secs(180)).await?;
-    let findings = invariants::check(stack).await?;
+    let findings = invariants::check(stack, Some(&report.acknowledged)).await?;
     Ok(Outcome {
         journeys: report,
-        faults: windows.iter().map(|w| w.fault).collect(),
+        faults: windows.iter().map(|(fault, _)| *fault).collect(),
         findings,
         kinds,
     })
@@ -244,7 +247,6 @@ mod tests {
     fn only_journeys_clear_of_every_fault_count_as_outside() {
         let start = Instant::now();
         let window = Window {
-            fault: Fault::NatsOutage,
             from: start + Duration::from_secs(10),
             until: start + Duration::from_secs(20),
         };

@@ -10,7 +10,24 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::stack::{DATABASES, ON_THE_BUS, Stack};
+use crate::journeys::{Acknowledged, Fate};
+use crate::stack::{DATABASES, Endpoints, ON_THE_BUS, Stack};
+
+/// The subjects each service on the bus consumes (contract, section 7).
+pub const CONSUMES: [(&str, &[&str]); 4] = [
+    ("tickets", &["order.created", "order.cancelled"]),
+    (
+        "orders",
+        &[
+            "ticket.created",
+            "ticket.updated",
+            "expiration.complete",
+            "payment.created",
+        ],
+    ),
+    ("payments", &["order.created", "order.cancelled"]),
+    ("expiration", &["order.created"]),
+];
 
 #[derive(Debug, Default, Serialize)]
 pub struct Findings {
@@ -54,7 +71,7 @@ impl Databases {
 /// charge unsettled and no refund outstanding, stable for a few seconds.
 pub async fn quiesce(stack: &Stack, within: Duration) -> anyhow::Result<()> {
     let databases = Databases::connect(stack).await?;
-    let nats = async_nats::connect(stack.nats()).await?;
+    let nats = stack.nats_client().await?;
     let jetstream = async_nats::jetstream::new(nats);
     let deadline = Instant::now() + within;
     let mut quiet_since: Option<Instant> = None;
@@ -168,10 +185,21 @@ pub enum Check {
     OutboxNotEmpty,
     /// Events were parked.
     EventsParked,
+    /// A consumer's handled events are not the stream's events of its subjects: one
+    /// never handled, or one handled that the stream never carried.
+    EventsHandledDiffer,
+    /// A write the API acknowledged (201, 204) is gone, or not in the state the
+    /// acknowledgement implies (a failover lost it, a crash undid it).
+    AcknowledgedWriteLost,
+    /// The NATS nodes disagree on the stream (its last sequence or message count), or
+    /// one does not answer.
+    StreamNodesDiffer,
+    /// A database's standby differs from its primary.
+    StandbyDiffers,
 }
 
 impl Check {
-    pub const ALL: [Check; 22] = [
+    pub const ALL: [Check; 26] = [
         Check::OrderOverdue,
         Check::TicketSoldTwice,
         Check::TicketHeldByDeadOrder,
@@ -194,6 +222,10 @@ impl Check {
         Check::CancelledOrderNotRefundedAtProvider,
         Check::OutboxNotEmpty,
         Check::EventsParked,
+        Check::EventsHandledDiffer,
+        Check::AcknowledgedWriteLost,
+        Check::StreamNodesDiffer,
+        Check::StandbyDiffers,
     ];
 }
 
@@ -236,6 +268,8 @@ struct Carried {
     ticket_versions: HashMap<Uuid, BTreeMap<i64, HashSet<String>>>,
     /// (order id, subject) to the distinct event ids.
     order_events: HashMap<(Uuid, &'static str), HashSet<String>>,
+    /// Subject to the ids of its events.
+    ids: HashMap<String, HashSet<String>>,
 }
 
 /// Reads every event of the stream (an ordered consumer of its own), if the stream
@@ -243,7 +277,7 @@ struct Carried {
 /// counting them meaningless.
 async fn carried(stack: &Stack) -> anyhow::Result<Option<Carried>> {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-    let nats = async_nats::connect(stack.nats()).await?;
+    let nats = stack.nats_client().await?;
     let jetstream = async_nats::jetstream::new(nats);
     let mut stream = jetstream.get_stream("TICKETING").await?;
     let state = stream.info().await?.state.clone();
@@ -269,6 +303,11 @@ async fn carried(stack: &Stack) -> anyhow::Result<Option<Carried>> {
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
+        carried
+            .ids
+            .entry(message.subject.to_string())
+            .or_default()
+            .insert(id.clone());
         let payload: serde_json::Value =
             serde_json::from_slice(&message.payload).unwrap_or_default();
         let uuid = |value: &serde_json::Value| value.as_str().and_then(|s| Uuid::parse_str(s).ok());
@@ -342,9 +381,200 @@ struct ProviderRefund {
     charge: String,
 }
 
+/// The acknowledged writes that are gone or not in the state their acknowledgement
+/// implies, given the tickets, orders and charges (id to order, status, refunded).
+fn acknowledged_lost(
+    acknowledged: &Acknowledged,
+    tickets: &HashMap<Uuid, (String, i64, i64)>,
+    orders: &HashMap<Uuid, Order>,
+    charges: &HashMap<Uuid, (Uuid, String, bool)>,
+) -> Vec<Violation> {
+    let lost = |detail: String| Violation {
+        check: Check::AcknowledgedWriteLost,
+        detail,
+    };
+    let mut found = Vec::new();
+    for ticket in acknowledged
+        .tickets
+        .iter()
+        .filter(|t| !tickets.contains_key(t))
+    {
+        found.push(lost(format!(
+            "ticket {ticket} was acknowledged (201) but is gone"
+        )));
+    }
+    for (order, fate) in &acknowledged.orders {
+        let Some(status) = orders.get(order).map(|o| o.status.as_str()) else {
+            found.push(lost(format!(
+                "order {order} was acknowledged (201) but is gone"
+            )));
+            continue;
+        };
+        let refunded = || {
+            charges
+                .values()
+                .any(|(of, state, refunded)| of == order && state == "completed" && *refunded)
+        };
+        let as_acknowledged = match fate {
+            Fate::Placed => true,
+            Fate::Cancelled => status == "cancelled",
+            // Paid, unless it expired first and its charge was refunded (orders decides).
+            Fate::Paid => status == "complete" || (status == "cancelled" && refunded()),
+        };
+        if !as_acknowledged {
+            found.push(lost(format!(
+                "order {order} was acknowledged {fate:?} but is {status}"
+            )));
+        }
+    }
+    for (payment, order) in &acknowledged.payments {
+        match charges.get(payment) {
+            Some((of, status, _)) if of == order && status == "completed" => {}
+            Some((of, status, _)) => found.push(lost(format!(
+                "payment {payment} of order {order} was acknowledged (201) but is {status} (order {of})"
+            ))),
+            None => found.push(lost(format!(
+                "payment {payment} of order {order} was acknowledged (201) but is gone"
+            ))),
+        }
+    }
+    found
+}
+
+/// What one NATS node says of the stream: its last sequence and message count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamState {
+    pub last_seq: u64,
+    pub messages: u64,
+}
+
+/// The nodes that do not hold the same stream as the others (or do not answer).
+fn stream_nodes_differ(nodes: &BTreeMap<String, Option<StreamState>>) -> Vec<Violation> {
+    let mut found = Vec::new();
+    let answering: Vec<(&String, &StreamState)> = nodes
+        .iter()
+        .filter_map(|(n, s)| s.as_ref().map(|s| (n, s)))
+        .collect();
+    for (node, _) in nodes.iter().filter(|(_, s)| s.is_none()) {
+        found.push(Violation {
+            check: Check::StreamNodesDiffer,
+            detail: format!("{node} does not answer for the stream"),
+        });
+    }
+    let distinct: HashSet<&StreamState> = answering.iter().map(|(_, s)| *s).collect();
+    if distinct.len() > 1 {
+        found.push(Violation {
+            check: Check::StreamNodesDiffer,
+            detail: format!("the nodes hold different streams: {answering:?}"),
+        });
+    }
+    found
+}
+
+/// The tables whose row counts differ between a database's primary and its standby.
+fn standby_differs(
+    database: &str,
+    primary: &BTreeMap<String, i64>,
+    standby: &BTreeMap<String, i64>,
+) -> Vec<Violation> {
+    if primary == standby {
+        return Vec::new();
+    }
+    let tables: HashSet<&String> = primary.keys().chain(standby.keys()).collect();
+    let mut differing: Vec<String> = tables
+        .into_iter()
+        .filter(|t| primary.get(*t) != standby.get(*t))
+        .map(|t| {
+            format!(
+                "{t}: {:?} on the primary, {:?} on the standby",
+                primary.get(t),
+                standby.get(t)
+            )
+        })
+        .collect();
+    differing.sort();
+    vec![Violation {
+        check: Check::StandbyDiffers,
+        detail: format!("{database}: {}", differing.join("; ")),
+    }]
+}
+
+async fn row_counts(url: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await?;
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        // The names come from pg_tables, quoted.
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{table}\""
+        )))
+        .fetch_one(&pool)
+        .await?;
+        counts.insert(table, count);
+    }
+    pool.close().await;
+    Ok(counts)
+}
+
+/// What a cluster adds to check, once it is quiet and healed: every NATS node holds
+/// the same stream, every standby the same rows as its primary (allowing a few
+/// seconds for the standby to replay what it has flushed).
+pub async fn check_cluster(endpoints: &Endpoints) -> anyhow::Result<Vec<Violation>> {
+    let mut violations = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for (node, monitor) in &endpoints.nats_monitors {
+        let state = async {
+            let jsz: serde_json::Value = reqwest::Client::new()
+                .get(format!("{monitor}/jsz?streams=true"))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let stream = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+                .find(|s| s["name"] == "TICKETING")
+                .context("no stream TICKETING")?;
+            anyhow::Ok(StreamState {
+                last_seq: stream["state"]["last_seq"].as_u64().unwrap_or_default(),
+                messages: stream["state"]["messages"].as_u64().unwrap_or_default(),
+            })
+        };
+        nodes.insert(node.clone(), state.await.ok());
+    }
+    violations.extend(stream_nodes_differ(&nodes));
+    for (database, primary) in &endpoints.databases {
+        let Some(standby) = endpoints.standbys.get(database) else {
+            continue;
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (on_primary, on_standby) = (row_counts(primary).await?, row_counts(standby).await?);
+            let differ = standby_differs(database, &on_primary, &on_standby);
+            if differ.is_empty() || Instant::now() > deadline {
+                violations.extend(differ);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(violations)
+}
+
 /// Checks every invariant, reading every service's database, the stream, and the
-/// Stripe stand-in's ledger.
-pub async fn check(stack: &Stack) -> anyhow::Result<Findings> {
+/// Stripe stand-in's ledger; with `acknowledged`, also that every write the API
+/// acknowledged during a run is there, in the state it implies.
+pub async fn check(stack: &Stack, acknowledged: Option<&Acknowledged>) -> anyhow::Result<Findings> {
     let db = Databases::connect(stack).await?;
     let mut findings = Findings::default();
     let mut violations = Vec::new();
@@ -502,13 +732,15 @@ pub async fn check(stack: &Stack) -> anyhow::Result<Findings> {
     }
 
     // What the bus carried: every change announced once, no effect caused twice.
-    match carried(stack).await? {
+    let carried = carried(stack).await?;
+    match &carried {
         None => println!(
             "checker: the stream has dropped old events (its limits); the event counts are not checked"
         ),
         Some(carried) => {
             for (id, (_, _, version)) in &source {
                 let announced = carried.ticket_versions.get(id).cloned().unwrap_or_default();
+                let announced = &announced;
                 let repeated: Vec<i64> = announced
                     .iter()
                     .filter(|(_, ids)| ids.len() > 1)
@@ -733,6 +965,57 @@ pub async fn check(stack: &Stack) -> anyhow::Result<Findings> {
             .count(name, "SELECT count(*) FROM processed_events")
             .await?;
     }
+
+    // Every event of a consumer's subjects handled by it, and nothing else.
+    if let Some(carried) = &carried {
+        for (name, subjects) in CONSUMES {
+            let handled: Vec<(String, String)> = sqlx::query_as(
+                "SELECT event_id, subject FROM processed_events WHERE subject = ANY($1)",
+            )
+            .bind(subjects)
+            .fetch_all(db.get(name))
+            .await?;
+            let handled_ids: HashSet<&str> = handled.iter().map(|(id, _)| id.as_str()).collect();
+            for subject in subjects {
+                let on_stream = carried.ids.get(*subject).cloned().unwrap_or_default();
+                let never = on_stream
+                    .iter()
+                    .filter(|id| !handled_ids.contains(id.as_str()))
+                    .count();
+                if never > 0 {
+                    violation(
+                        Check::EventsHandledDiffer,
+                        format!("{name} never handled {never} of the stream's {subject} events"),
+                    );
+                }
+            }
+            for (id, subject) in &handled {
+                if !carried.ids.get(subject).is_some_and(|ids| ids.contains(id)) {
+                    violation(
+                        Check::EventsHandledDiffer,
+                        format!("{name} handled {id} ({subject}), which the stream never carried"),
+                    );
+                }
+            }
+        }
+    }
+
+    // Every write the API acknowledged is there, in the state it implies.
+    if let Some(acknowledged) = acknowledged {
+        let charge_states: HashMap<Uuid, (Uuid, String, bool)> = charges
+            .iter()
+            .map(|row| {
+                let refunded: Option<String> = row.get("stripe_refund_id");
+                (
+                    row.get("id"),
+                    (row.get("order_id"), row.get("status"), refunded.is_some()),
+                )
+            })
+            .collect();
+        for violation_found in acknowledged_lost(acknowledged, &source, &orders, &charge_states) {
+            violations.push(violation_found);
+        }
+    }
     violations.sort();
     findings.violations = violations;
     findings.tickets = i64::try_from(tickets.len()).unwrap_or(i64::MAX);
@@ -758,6 +1041,8 @@ mod tests {
         parked: Option<i64>,
         outbox: Option<i64>,
         provider_charges: Vec<String>,
+        /// Writes a run would have had acknowledged.
+        acknowledged: Acknowledged,
     }
 
     fn id() -> Uuid {
@@ -1107,7 +1392,68 @@ mod tests {
                 .unwrap(),
             );
             p.expect(Check::EventsParked, "tickets: 1 events parked");
+
+            // An event payments handled that the stream never carried.
+            let handled = id();
+            sqlx::query(
+                "INSERT INTO processed_events (event_id, subject) VALUES ('planted-' || $1::uuid::text, 'order.created')",
+            )
+            .bind(handled)
+            .execute(db.get("payments"))
+            .await
+            .unwrap();
+            p.rows.push((
+                "payments",
+                "DELETE FROM processed_events WHERE event_id = 'planted-' || $1::uuid::text",
+                handled,
+            ));
+            p.expect(
+                Check::EventsHandledDiffer,
+                format!("payments handled planted-{handled} (order.created), which the stream never carried"),
+            );
+
+            // Writes acknowledged during a run that are gone, or not as acknowledged.
+            let (ticket, order, payment) = (id(), id(), id());
+            p.acknowledged.tickets.push(ticket);
+            p.acknowledged.orders.insert(order, Fate::Placed);
+            p.acknowledged.orders.insert(live, Fate::Cancelled);
+            p.acknowledged.payments.push((payment, order));
+            for detail in [
+                format!("ticket {ticket} was acknowledged (201) but is gone"),
+                format!("order {order} was acknowledged (201) but is gone"),
+                format!("order {live} was acknowledged Cancelled but is created"),
+                format!("payment {payment} of order {order} was acknowledged (201) but is gone"),
+            ] {
+                p.expect(Check::AcknowledgedWriteLost, detail);
+            }
             p
+        }
+
+        /// What only a cluster has, planted in what its checks read: NATS nodes that
+        /// disagree (one silent), a standby that lags its primary.
+        fn cluster(&mut self) -> Vec<Violation> {
+            let state = |last_seq| {
+                Some(StreamState {
+                    last_seq,
+                    messages: last_seq,
+                })
+            };
+            let nodes = BTreeMap::from([
+                ("nats-0".to_owned(), state(10)),
+                ("nats-1".to_owned(), state(9)),
+                ("nats-2".to_owned(), None),
+            ]);
+            self.expect(Check::StreamNodesDiffer, "nats-2 does not answer");
+            self.expect(Check::StreamNodesDiffer, "the nodes hold different streams");
+            let primary = BTreeMap::from([("orders".to_owned(), 3), ("tickets".to_owned(), 5)]);
+            let standby = BTreeMap::from([("orders".to_owned(), 2), ("tickets".to_owned(), 5)]);
+            self.expect(
+                Check::StandbyDiffers,
+                "orders: orders: Some(3) on the primary, Some(2) on the standby",
+            );
+            let mut found = stream_nodes_differ(&nodes);
+            found.extend(standby_differs("orders", &primary, &standby));
+            found
         }
 
         async fn remove(&mut self, stack: &Stack, db: &Databases) {
@@ -1148,12 +1494,13 @@ mod tests {
     async fn the_checker_reports_a_planted_violation_of_every_check() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let stack = Stack::from_env().unwrap();
-        let before = check(&stack).await.unwrap().violations;
+        let before = check(&stack, None).await.unwrap().violations;
         let db = Databases::connect(&stack).await.unwrap();
         let mut planted = Planted::plant(&stack, &db).await;
-        let during = check(&stack).await;
+        let during = check(&stack, Some(&planted.acknowledged)).await;
         planted.remove(&stack, &db).await;
-        let during = during.unwrap().violations;
+        let mut during = during.unwrap().violations;
+        during.extend(planted.cluster());
 
         let mut missed = Vec::new();
         for (check, detail) in &planted.expected {
@@ -1175,7 +1522,7 @@ mod tests {
             "checks without a planted violation: {uncovered:?}"
         );
 
-        let after = check(&stack).await.unwrap().violations;
+        let after = check(&stack, None).await.unwrap().violations;
         assert_eq!(after, before, "the planted rows are gone again");
     }
 }

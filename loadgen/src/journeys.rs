@@ -1,8 +1,8 @@
 //! Realistic journeys through the ingress: browsing, signing up, selling, ordering,
 //! paying (the stand-in's test cards), cancelling, and orders left to expire.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use crate::client::{Api, when_known};
 use crate::stats::{Recorder, Summary};
@@ -66,6 +67,8 @@ pub struct Config {
     pub users: usize,
     /// Only this journey (flat-out throughput of one kind).
     pub only: Option<Kind>,
+    /// Set to end the run before its duration is over (no new journey starts).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -84,6 +87,30 @@ pub struct Attempt {
     pub ok: bool,
 }
 
+/// Every write the API acknowledged during a run (answered 201 or 204), with the state
+/// it implies: what the checker expects to find afterwards, whatever failed meanwhile
+/// (a database failover must lose none of them).
+#[derive(Debug, Default, Clone)]
+pub struct Acknowledged {
+    /// Tickets listed.
+    pub tickets: Vec<Uuid>,
+    /// Orders placed, with the last transition acknowledged for each.
+    pub orders: HashMap<Uuid, Fate>,
+    /// Payments made: the payment (charge) and its order.
+    pub payments: Vec<(Uuid, Uuid)>,
+}
+
+/// What was last acknowledged of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Placed: afterwards complete (paid by a retry) or cancelled (expired), never lost.
+    Placed,
+    /// Cancelled by its buyer (204): it stays cancelled.
+    Cancelled,
+    /// Paid (201): complete, its charge kept.
+    Paid,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub seconds: f64,
@@ -93,6 +120,8 @@ pub struct Report {
     /// Every journey, for placing them against the faults of a chaos run.
     #[serde(skip)]
     pub attempts: Vec<Attempt>,
+    #[serde(skip)]
+    pub acknowledged: Acknowledged,
 }
 
 impl Report {
@@ -123,6 +152,7 @@ struct Run {
     journey_times: Recorder,
     outcomes: Mutex<BTreeMap<&'static str, Outcomes>>,
     attempts: Mutex<Vec<Attempt>>,
+    acknowledged: Mutex<Acknowledged>,
     sequence: AtomicU64,
 }
 
@@ -136,18 +166,25 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         journey_times: Recorder::default(),
         outcomes: Mutex::default(),
         attempts: Mutex::default(),
+        acknowledged: Mutex::default(),
         sequence: AtomicU64::new(0),
     });
 
     let started = Instant::now();
     let deadline = started + config.duration;
     let limit = config.count.unwrap_or(u64::MAX);
+    let stop = config.stop.clone().unwrap_or_default();
+    let going = move |run: &Run| {
+        Instant::now() < deadline
+            && run.sequence.load(Ordering::Relaxed) < limit
+            && !stop.load(Ordering::Relaxed)
+    };
     match config.rate {
         Some(rate) => {
             let slots = Arc::new(Semaphore::new(config.concurrency));
             let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
             let mut tasks = Vec::new();
-            while Instant::now() < deadline && run.sequence.load(Ordering::Relaxed) < limit {
+            while going(&run) {
                 ticker.tick().await;
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     continue; // saturated: the target rate is beyond what the system serves
@@ -165,9 +202,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             let workers = (0..config.concurrency).map(|_| {
                 let run = Arc::clone(&run);
                 let only = config.only;
+                let going = going.clone();
                 async move {
-                    while Instant::now() < deadline && run.sequence.load(Ordering::Relaxed) < limit
-                    {
+                    while going(&run) {
                         run.one(only).await;
                     }
                 }
@@ -187,12 +224,19 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
+    let acknowledged = std::mem::take(
+        &mut *run
+            .acknowledged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     Ok(Report {
         seconds: elapsed.as_secs_f64(),
         journeys,
         endpoints: stats.summaries(elapsed),
         journey_times: run.journey_times.summaries(elapsed),
         attempts,
+        acknowledged,
     })
 }
 
@@ -221,6 +265,15 @@ impl Run {
             slot -= weight;
         }
         Kind::Browse
+    }
+
+    fn acknowledge(&self, record: impl FnOnce(&mut Acknowledged)) {
+        record(
+            &mut self
+                .acknowledged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     fn user(&self, n: u64) -> &str {
@@ -294,6 +347,11 @@ impl Run {
                 if answer.status != StatusCode::NO_CONTENT {
                     bail!("cancelling answered {}", answer.status);
                 }
+                if let Ok(id) = Uuid::parse_str(&order) {
+                    self.acknowledge(|a| {
+                        a.orders.insert(id, Fate::Cancelled);
+                    });
+                }
             }
             Kind::Expire => {
                 self.ordered(seller, buyer, n).await?;
@@ -312,6 +370,9 @@ impl Run {
             .as_str()
             .context("a ticket without id")?
             .to_owned();
+        if let Ok(id) = Uuid::parse_str(&ticket_id) {
+            self.acknowledge(|a| a.tickets.push(id));
+        }
         let answer = when_known(Duration::from_secs(20), || {
             self.api.order(buyer, &ticket_id)
         })
@@ -319,10 +380,16 @@ impl Run {
         if answer.status != StatusCode::CREATED {
             bail!("ordering answered {}: {}", answer.status, answer.body);
         }
-        answer.body["id"]
+        let order = answer.body["id"]
             .as_str()
             .map(str::to_owned)
-            .context("an order without id")
+            .context("an order without id")?;
+        if let Ok(id) = Uuid::parse_str(&order) {
+            self.acknowledge(|a| {
+                a.orders.entry(id).or_insert(Fate::Placed);
+            });
+        }
+        Ok(order)
     }
 
     async fn pay(
@@ -342,6 +409,17 @@ impl Run {
                 answer.status,
                 answer.body
             );
+        }
+        if answer.status == StatusCode::CREATED {
+            let payment = answer.body["id"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok());
+            if let (Some(payment), Ok(order)) = (payment, Uuid::parse_str(order)) {
+                self.acknowledge(|a| {
+                    a.payments.push((payment, order));
+                    a.orders.insert(order, Fate::Paid);
+                });
+            }
         }
         Ok(())
     }

@@ -4,6 +4,10 @@
 //! loadgen journeys [--rate 50 | --concurrency 32] [--duration 30s] [--count N] [--users 20]
 //! loadgen chaos    [--duration 3m] [--rate 20]     journeys under faults, then the checker
 //! loadgen check                                     the invariant checker alone
+//! loadgen cluster-chaos [--plan full|short] [--rate 8] [--throughput 30s]
+//!                                                   faults in the cluster of make cluster
+//! loadgen throughput [--base URL] [--duration 30s]  closed-loop journeys per second
+//! loadgen cluster-report                            the cluster's section of benchmarks.md
 //! loadgen bench    [--out target/bench/results.json]  every measurement of make bench
 //! loadgen lateness                                  only bench's orders and expiration lateness
 //! loadgen report   --results FILE [--markdown docs/benchmarks.md]
@@ -17,6 +21,7 @@ mod args;
 mod bench;
 mod chaos;
 mod client;
+mod cluster;
 mod invariants;
 mod journeys;
 mod report;
@@ -31,6 +36,14 @@ use clap::Parser as _;
 
 use crate::args::{Cli, Command};
 use crate::stack::Stack;
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
 
 fn main() -> ExitCode {
     // Arguments first: `--help` and mistakes need no runtime and no stack.
@@ -76,6 +89,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 count: count.filter(|count| *count > 0),
                 users,
                 only: None,
+                stop: None,
             };
             journeys::run(config).await?.print();
             Ok(ExitCode::SUCCESS)
@@ -133,9 +147,55 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::ClusterChaos {
+            plan,
+            rate,
+            gap,
+            throughput,
+            out,
+        } => {
+            let faults: &[cluster::Fault] = if plan == "short" {
+                &cluster::SHORT
+            } else {
+                &cluster::FULL
+            };
+            let outcome = cluster::run(&plan, faults, rate, gap, throughput).await?;
+            write_json(&out, &outcome)?;
+            cluster::print(&outcome);
+            println!("results written to {}", out.display());
+            Ok(if outcome.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Throughput {
+            base,
+            concurrency,
+            duration,
+            out,
+        } => {
+            let base = base.unwrap_or_else(|| stack.ingress());
+            let measured = cluster::throughput(&base, concurrency, duration).await?;
+            println!(
+                "{:.1} journeys/s ({} journeys, {} failed, {concurrency} at a time)",
+                measured.per_second, measured.journeys, measured.failed
+            );
+            write_json(&out, &measured)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ClusterReport {
+            results,
+            baseline,
+            markdown,
+        } => {
+            report::write_cluster(&results, &baseline, &markdown)?;
+            println!("report written to {}", markdown.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check => {
             invariants::quiesce(&stack, Duration::from_secs(120)).await?;
-            let findings = invariants::check(&stack).await?;
+            let findings = invariants::check(&stack, None).await?;
             println!(
                 "{} checks: {} tickets, {} orders, {} charges, {} events handled, {} violations",
                 invariants::Check::ALL.len(),

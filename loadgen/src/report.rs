@@ -292,19 +292,92 @@ fn xml(text: &str) -> String {
 /// Fills the generated part of `markdown` (between `<!-- generated: results -->` and
 /// `<!-- end generated -->`) and writes the chart beside it.
 pub fn write(results: &Results, markdown: &Path) -> anyhow::Result<()> {
-    let start = "<!-- generated: results -->\n";
-    let end = "<!-- end generated -->";
-    let document = std::fs::read_to_string(markdown)
-        .unwrap_or_else(|_| format!("# Benchmarks\n\n{start}{end}\n"));
-    let from = document.find(start).context("no generated marker")? + start.len();
-    let to = from + document[from..].find(end).context("no end marker")?;
-    let filled = format!(
-        "{}{}{}",
-        &document[..from],
-        tables(results)?,
-        &document[to..]
-    );
-    std::fs::write(markdown, filled)?;
+    fill(
+        markdown,
+        "<!-- generated: results -->\n",
+        "<!-- end generated -->",
+        &tables(results)?,
+    )?;
     std::fs::write(markdown.with_extension("svg"), chart(results)?)?;
     Ok(())
+}
+
+/// Replaces what lies between `start` and `end` in `markdown` with `text` (the
+/// section is appended, with its markers, when the document has none).
+fn fill(markdown: &Path, start: &str, end: &str, text: &str) -> anyhow::Result<()> {
+    let mut document =
+        std::fs::read_to_string(markdown).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    if !document.contains(start) {
+        document = format!("{}\n\n{start}{end}\n", document.trim_end());
+    }
+    let from = document.find(start).context("no generated marker")? + start.len();
+    let to = from + document[from..].find(end).context("no end marker")?;
+    let filled = format!("{}{}{}", &document[..from], text, &document[to..]);
+    std::fs::write(markdown, filled)?;
+    Ok(())
+}
+
+/// The cluster's section: the figures of one full `make cluster-chaos` run, with the
+/// single-node stack's throughput measured in the same run.
+pub fn write_cluster(results: &Path, baseline: &Path, markdown: &Path) -> anyhow::Result<()> {
+    let read = |path: &Path| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (results, baseline) = (read(results)?, read(baseline)?);
+    let mut text = String::new();
+    let cluster = results["throughput"]["per_second"]
+        .as_f64()
+        .unwrap_or_default();
+    let single = baseline["per_second"].as_f64().unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "Throughput, closed loop ({} journeys at a time, the mix of `loadgen journeys`):\n\n\
+         | | journeys/s | ratio |\n|---|---:|---:|\n\
+         | the single-node stack (`make up`) | {single:.1} | 1.00 |\n\
+         | the cluster (`make cluster`: two replicas, three NATS nodes, synchronous standbys) | {cluster:.1} | {:.2} |\n",
+        baseline["concurrency"].as_u64().unwrap_or_default(),
+        if single > 0.0 { cluster / single } else { 0.0 },
+    );
+    let _ = writeln!(
+        text,
+        "Each fault of the full plan, under journeys at {} per second:\n",
+        results["rate"].as_f64().unwrap_or_default()
+    );
+    let _ = writeln!(text, "| {} |", crate::cluster::FAULT_COLUMNS.join(" | "));
+    let _ = writeln!(
+        text,
+        "|{}|",
+        crate::cluster::FAULT_COLUMNS
+            .iter()
+            .map(|_| "---")
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in crate::cluster::fault_rows(&results) {
+        let _ = writeln!(text, "| {} |", row.join(" | "));
+    }
+    let violations = results["findings"]["violations"]
+        .as_array()
+        .map_or(0, Vec::len)
+        + results["cluster_violations"].as_array().map_or(0, Vec::len);
+    let _ = writeln!(
+        text,
+        "\n{} journeys, {} events handled, {} tickets, {} orders, {} charges; {violations} invariant violations.\n",
+        results["journeys"]["journeys"].as_object().map_or(0, |j| j
+            .values()
+            .map(|o| o["ok"].as_u64().unwrap_or(0) + o["failed"].as_u64().unwrap_or(0))
+            .sum::<u64>()),
+        results["findings"]["events_handled"],
+        results["findings"]["tickets"],
+        results["findings"]["orders"],
+        results["findings"]["charges"],
+    );
+    fill(
+        markdown,
+        "<!-- generated: cluster -->\n",
+        "<!-- end generated: cluster -->",
+        &text,
+    )
 }

@@ -1,10 +1,13 @@
-//! The local stack under load: where its parts listen (the same settings as
-//! `scripts/stack.sh`, from the environment) and how to start and stop them.
+//! The system under load: the local stack (where its parts listen: the same settings
+//! as `scripts/stack.sh`, from the environment, and how to start and stop them), or the
+//! cluster of `make cluster` (where `scripts/cluster endpoints` says its parts answer).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use serde::Deserialize;
 
 #[derive(Debug, Clone)]
 pub struct Stack {
@@ -17,6 +20,22 @@ pub struct Stack {
     /// offsets from `OPS_PORT_BASE`).
     pub ops_port_base: u16,
     pub standin_port: u16,
+    /// Set for the cluster: where its parts answer from this machine.
+    pub cluster: Option<Endpoints>,
+}
+
+/// Where the cluster's parts answer from this machine (`scripts/cluster endpoints`):
+/// the ingress, each database's current primary, the NATS nodes, the stand-in.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoints {
+    pub ingress: String,
+    pub databases: BTreeMap<String, String>,
+    /// Each database's standby, for comparing it with its primary.
+    #[serde(default)]
+    pub standbys: BTreeMap<String, String>,
+    pub nats: Vec<String>,
+    pub nats_monitors: BTreeMap<String, String>,
+    pub standin: String,
 }
 
 /// The services with their port offsets (as scripts/stack.sh assigns them).
@@ -64,7 +83,31 @@ impl Stack {
             service_port_base,
             ops_port_base: port("OPS_PORT_BASE", service_port_base + 1000)?,
             standin_port: port("STANDIN_PORT", 12111)?,
+            cluster: None,
         })
+    }
+
+    /// The cluster of `make cluster`, as it is now (a failover moves a primary: ask
+    /// again after one).
+    pub fn cluster() -> anyhow::Result<Self> {
+        let mut stack = Self::from_env()?;
+        stack.cluster = Some(stack.endpoints()?);
+        Ok(stack)
+    }
+
+    /// What `scripts/cluster endpoints` answers.
+    pub fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        let output = Command::new(self.root.join("scripts/cluster"))
+            .arg("endpoints")
+            .output()
+            .context("running scripts/cluster endpoints")?;
+        if !output.status.success() {
+            bail!(
+                "scripts/cluster endpoints failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&output.stdout).context("reading scripts/cluster endpoints")
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -72,7 +115,10 @@ impl Stack {
     }
 
     pub fn ingress(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ingress_port)
+        match &self.cluster {
+            Some(cluster) => cluster.ingress.clone(),
+            None => format!("http://127.0.0.1:{}", self.ingress_port),
+        }
     }
 
     /// A service's API.
@@ -92,15 +138,35 @@ impl Stack {
     }
 
     pub fn database(&self, name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.pg_port)
+        match self.cluster.as_ref().and_then(|c| c.databases.get(name)) {
+            Some(url) => url.clone(),
+            None => format!("postgres://postgres@127.0.0.1:{}/{name}", self.pg_port),
+        }
     }
 
-    pub fn nats(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+    /// The NATS servers (the cluster's three nodes).
+    pub fn nats(&self) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.nats.clone(),
+            None => vec![format!("nats://127.0.0.1:{}", self.nats_port)],
+        }
+    }
+
+    /// A client of any of the NATS servers.
+    pub async fn nats_client(&self) -> anyhow::Result<async_nats::Client> {
+        let servers = self
+            .nats()
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(async_nats::ConnectOptions::new().connect(servers).await?)
     }
 
     pub fn standin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.standin_port)
+        match &self.cluster {
+            Some(cluster) => cluster.standin.clone(),
+            None => format!("http://127.0.0.1:{}", self.standin_port),
+        }
     }
 
     /// `scripts/stack.sh ARGS...`.

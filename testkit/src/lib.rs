@@ -34,7 +34,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use database::TestDatabase;
-pub use nats::TestNats;
+pub use nats::{TestNats, TestNatsCluster};
 pub use probe::{EventProbe, Observed, publish_all, publish_raw};
 pub use process::{ServiceProcess, run_command};
 pub use server::{TestResponse, TestServer};

@@ -196,3 +196,142 @@ impl Drop for TestNats {
         }
     }
 }
+
+/// Three `nats-server` processes forming a JetStream cluster (file storage, fsync
+/// before acknowledging), for tests of what losing a node does. Local processes
+/// only: the container path has no cluster.
+pub struct TestNatsCluster {
+    /// Each node's client URL, by node.
+    pub urls: Vec<String>,
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+struct Node {
+    name: String,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A free port on the loopback interface (released again: the node binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap()
+}
+
+impl TestNatsCluster {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ticketing-nats-cluster-{}",
+            Uuid::new_v4().simple()
+        ));
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (index, (client, route)) in clients.iter().zip(&routes).enumerate() {
+            let name = format!("n{index}");
+            let home = dir.join(&name);
+            std::fs::create_dir_all(&home).unwrap();
+            let config = home.join("nats.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: 127.0.0.1:{client}\nlog_file: \"{log}\"\n\
+                     jetstream {{ store_dir: \"{store}\", sync_interval: always }}\n\
+                     cluster {{ name: test, listen: 127.0.0.1:{route}, routes: [{all_routes}] }}\n",
+                    log = home.join("nats.log").display(),
+                    store = home.join("jetstream").display(),
+                ),
+            )
+            .unwrap();
+            nodes.push(Node {
+                name,
+                config,
+                child: None,
+            });
+        }
+        let mut cluster = Self {
+            urls: clients
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect(),
+            nodes,
+            dir,
+        };
+        for index in 0..3 {
+            cluster.launch(index);
+        }
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    fn launch(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.child = Some(
+            Command::new(nats_server_binary())
+                .arg("-c")
+                .arg(&node.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Until every node answers for JetStream (the cluster has elected its leader).
+    async fn wait_for_jetstream(&self) {
+        for url in &self.urls {
+            let mut answered = false;
+            for _ in 0..200 {
+                if let Ok(client) = async_nats::connect(url.as_str()).await {
+                    let jetstream = async_nats::jetstream::new(client);
+                    if jetstream.query_account().await.is_ok() {
+                        answered = true;
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                answered,
+                "the NATS cluster did not form (logs in {})",
+                self.dir.display()
+            );
+        }
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| node.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// SIGKILLs the node named `name` (its `server_name`, as JetStream reports leaders).
+    pub fn kill(&mut self, name: &str) {
+        let index = self.index(name);
+        kill(&mut self.nodes[index].child);
+    }
+
+    /// Starts a killed node again, with its store.
+    pub fn restart(&mut self, name: &str) {
+        let index = self.index(name);
+        self.launch(index);
+    }
+}
+
+impl Drop for TestNatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            kill(&mut node.child);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -12,6 +12,7 @@ use common::events::{Event, Subject};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
+use kit::retry::Backoff;
 use kit::supervisor::panic_message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -21,6 +22,12 @@ use super::waiting::Waiting;
 use super::{Context, Delivery, Listener, Outcome, apply, apply_in, durable};
 use crate::stream::Nats;
 use crate::tx::Tx;
+
+/// How often a waiting pull hears from the server (see `consume`).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Pauses before subscribing again after a subscription broke: short at first (a
+/// consumer's leader moved), longer while it keeps breaking (NATS is away).
+const RESUBSCRIBE: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
 
 /// A listener, type-erased so that one service can hold listeners of every subject.
 pub(crate) trait Subscription: Send + Sync + 'static {
@@ -68,16 +75,25 @@ impl<L: Listener> Subscription for Subscribed<L> {
                 waiting,
                 nats,
             } = with;
+            let mut failures: u32 = 0;
             while !stop.is_cancelled() {
+                let started = std::time::Instant::now();
                 if let Err(error) = self.consume(&context, &waiting, &nats, &stop).await {
+                    // A subscription that ran a while before breaking starts afresh.
+                    failures = if started.elapsed() > Duration::from_secs(10) {
+                        1
+                    } else {
+                        failures.saturating_add(1)
+                    };
                     tracing::warn!(
                         subject = %L::Event::SUBJECT,
                         error = format!("{error:#}"),
+                        failures,
                         "consumer interrupted; resubscribing"
                     );
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = tokio::time::sleep(RESUBSCRIBE.after(failures)) => {}
                     }
                 }
             }
@@ -113,11 +129,14 @@ impl<L: Listener> Subscribed<L> {
     ) -> anyhow::Result<()> {
         let subject = L::Event::SUBJECT;
         let consumer = durable(nats, context.service, subject, context.config.ack_wait).await?;
-        // Small batches keep replicas of a service sharing the work evenly.
+        // Small batches keep replicas of a service sharing the work evenly. The server
+        // sends a heartbeat every HEARTBEAT while a pull waits: two missed ones mean the
+        // consumer's leader is gone (a NATS node lost) or NATS is out of reach, and the
+        // runner subscribes again, to the consumer's new leader.
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(32)
-            .heartbeat(Duration::from_secs(5))
+            .heartbeat(HEARTBEAT)
             .expires(Duration::from_secs(30))
             .messages()
             .await
