@@ -29,7 +29,11 @@ def fault_parser(commands):
         parser.add_argument("name")
         parser.add_argument("--down", type=float, default=default)
     for kind in ("nats-leader", "nats-follower"):
-        kinds.add_parser(kind).add_argument("--down", type=float, default=10.0)
+        parser = kinds.add_parser(kind)
+        parser.add_argument("--down", type=float, default=10.0)
+        if kind == "nats-leader":
+            parser.add_argument("--graceful", action="store_true",
+                                help="lame duck and SIGTERM instead of SIGKILL")
     for kind in ("partition", "lossy"):
         parser = kinds.add_parser(kind)
         parser.add_argument("name")
@@ -52,7 +56,7 @@ def run_fault(args):
         case "stop":
             faults.stop(args.name, args.down)
         case "nats-leader":
-            faults.nats_leader(args.down)
+            faults.nats_leader(args.down, args.graceful)
         case "nats-follower":
             faults.nats_follower(args.down)
         case "partition":

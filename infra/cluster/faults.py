@@ -5,7 +5,10 @@ its effects can be measured against it:
 
   kill NAME [--down S]            SIGKILL, then start it again after S seconds (1)
   stop NAME [--down S]            preStop, SIGTERM, grace; start again after S (10)
-  nats-leader [--down S]          SIGKILL the node leading the stream; back after S (10)
+  nats-leader [--down S] [--graceful]
+                                  SIGKILL (or stop, lame duck first) the node leading
+                                  the stream; back after S (10); reports when every
+                                  group it led has a leader again (`elected`)
   nats-follower [--down S]        stop (lame duck) a node following it; back after S (10)
   partition NAME [--from PEER...] [--seconds S]
                                   drop every packet between NAME and the peers (all other
@@ -28,7 +31,9 @@ every NATS node.
 
 import json
 import subprocess
+import threading
 import time
+import urllib.request
 
 from . import containers, control, podman, postgres, topology
 
@@ -87,10 +92,69 @@ def stream_leader():
     raise podman.Failed("the stream has no leader")
 
 
-def nats_leader(down=10.0):
+def leaders(node):
+    """What `node` knows of the leaders of the stream and of each of its consumers: a
+    group's name to its leader (None while it has none), or None if it does not answer."""
+    monitor = control.endpoints()["nats_monitors"][node]
+    try:
+        with urllib.request.urlopen(f"{monitor}/jsz?streams=true&consumers=true",
+                                    timeout=1) as answer:
+            jsz = json.load(answer)
+    except (OSError, ValueError):
+        return None
+    streams = [s for a in jsz.get("account_details", []) for s in a.get("stream_detail", [])]
+    groups = {}
+    for stream in streams:
+        groups[stream["name"]] = (stream.get("cluster") or {}).get("leader")
+        for consumer in stream.get("consumer_detail") or []:
+            groups[f"{stream['name']}/{consumer['name']}"] = \
+                (consumer.get("cluster") or {}).get("leader")
+    return groups
+
+
+def wait_elected(lost, survivors, within=30):
+    """When a survivor first sees every group that `lost` led with a leader again."""
+    deadline = time.monotonic() + within
+    led = None
+    while time.monotonic() < deadline:
+        for node in survivors:
+            groups = leaders(node)
+            if groups is None:
+                continue
+            if led is None:
+                led = sorted(g for g, leader in groups.items() if leader in (lost, None))
+            if all(groups.get(g) not in (lost, None) for g in led):
+                return now(), led
+        time.sleep(0.05)
+    return None, led or []
+
+
+def nats_leader(down=10.0, graceful=False):
+    """The node leading the stream lost: SIGKILLed, as in a node's crash (its followers
+    must wait out Raft's election timeout, 4-9 s in nats-server), or, `graceful`, stopped
+    as a StatefulSet rollout stops it (lame duck first: it hands its leaderships over)."""
     leader = stream_leader()
-    result = kill(leader, down)
-    return report("nats-leader", name=leader, at=result["at"], started=result["started"])
+    survivors = [f"nats-{n}" for n in range(topology.NATS_NODES) if f"nats-{n}" != leader]
+    before = leaders(survivors[0]) or {}
+    led = sorted(g for g, node in before.items() if node == leader)
+    with containers.Held(leader, "stopped" if graceful else "killed"):
+        spec = control.spec_of(leader)
+        at = now()
+        if graceful:
+            # The stop (lame duck, then SIGTERM and its grace) runs while the survivors
+            # are watched: leaderships move at its start.
+            stopping = threading.Thread(target=containers.stop, args=(spec,))
+            stopping.start()
+        else:
+            podman.podman("kill", "--signal", "KILL", leader)
+        elected, _ = wait_elected(leader, survivors)
+        if graceful:
+            stopping.join()
+        wait_state(leader, ("exited", "stopped"))
+        time.sleep(max(0.0, down - (now() - at)))
+        podman.podman("start", leader)
+    return report("nats-leader", name=leader, graceful=graceful, at=at, led=led,
+                  elected=elected, started=now())
 
 
 def nats_follower(down=10.0):
