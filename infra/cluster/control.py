@@ -195,7 +195,17 @@ def down(purge=False):
     names = podman.ours()
     if names:
         log(f"removing {len(names)} containers")
-        podman.podman("rm", "-f", "-t", "10", *names, timeout=120)
+        podman.podman("rm", "-f", "-t", "10", *names, timeout=120, check=False)
+        # A container caught between states (a fault's SIGSTOP, a restart under way)
+        # can refuse the first removal: once it has settled, the next one takes it.
+        for _ in range(5):
+            left = podman.ours()
+            if not left:
+                break
+            time.sleep(1)
+            podman.podman("rm", "-f", "-t", "0", *left, timeout=120, check=False)
+        if podman.ours():
+            raise podman.Failed(f"could not remove {', '.join(podman.ours())}")
     if podman.ok("network", "exists", topology.NETWORK):
         podman.podman("network", "rm", "-f", topology.NETWORK)
     shutil.rmtree(state("holds"), ignore_errors=True)

@@ -129,7 +129,7 @@ pub fn counts(attempts: &[Attempt], windows: &[Window]) -> BTreeMap<&'static str
 }
 
 /// Seconds from an environment variable the chaos scripts set, or a default.
-fn seconds(name: &str, default: u64) -> Duration {
+pub(crate) fn seconds(name: &str, default: u64) -> Duration {
     Duration::from_secs(
         std::env::var(name)
             .ok()

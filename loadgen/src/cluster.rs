@@ -595,7 +595,7 @@ pub async fn run(
         only: None,
         stop: Some(Arc::clone(&stop)),
     });
-    let quiet = seconds("EXPIRATION_WINDOW_SECONDS", 15) + Duration::from_secs(10);
+    let quiet = chaos::seconds("EXPIRATION_WINDOW_SECONDS", 15) + Duration::from_secs(10);
     let clock = Clock::now();
     let faults = async {
         tokio::time::sleep(quiet).await;
@@ -705,15 +705,6 @@ async fn heal(root: &Path) -> anyhow::Result<()> {
         bail!("the cluster is not ready again after the faults");
     }
     Ok(())
-}
-
-fn seconds(name: &str, default: u64) -> Duration {
-    Duration::from_secs(
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
 }
 
 fn secs(from: Instant, to: Instant) -> f64 {
