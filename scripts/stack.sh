@@ -22,7 +22,8 @@
 # `make dev`), PG_PORT (55432), NATS_PORT (4222), NATS_HTTP_PORT (8222), INGRESS_PORT
 # (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), OPS_PORT_BASE
 # (SERVICE_PORT_BASE + 1000: their operational endpoints), STANDIN_PORT (12111),
-# and those handed to the services unchanged: JWT_KEY, EXPIRATION_WINDOW_SECONDS,
+# and those handed to the services unchanged: JWT_KEY (else a random one kept in
+# $STACK_DIR/jwt-key), EXPIRATION_WINDOW_SECONDS,
 # STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
 # LOG_FORMAT, SHUTDOWN_GRACE_SECONDS; LOG_MAX_MB (64): the size at which a log under
 # $STACK_DIR/logs is moved to <name>.log.1 and started again.
@@ -277,12 +278,23 @@ ops_port_of() {
   if [ "$name" = stripe-standin ]; then echo "$port"; else echo $(( port - SERVICE_PORT_BASE + OPS_PORT_BASE )); fi
 }
 
+# The key that signs sessions: JWT_KEY if given, else one made at random for this stack
+# on first use and kept in $STACK/jwt-key (a key everybody knows signs anybody in).
+jwt_key() {
+  if [ -n "${JWT_KEY:-}" ]; then echo "$JWT_KEY"; return; fi
+  if [ ! -s "$STACK/jwt-key" ]; then
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$STACK/jwt-key.new")
+    mv "$STACK/jwt-key.new" "$STACK/jwt-key"
+  fi
+  cat "$STACK/jwt-key"
+}
+
 service_env() {
   local name="$1" port="$2" db="$3" bus="$4"
   echo "PORT=$port"
   [ "$name" != stripe-standin ] && echo "OPS_PORT=$(ops_port_of "$name" "$port")"
   echo "BIND_ADDRESS=127.0.0.1"
-  echo "JWT_KEY=${JWT_KEY:-local-development-jwt-key}"
+  echo "JWT_KEY=$(jwt_key)"
   echo "COOKIE_SECURE=${COOKIE_SECURE:-false}"
   echo "RUST_LOG=${RUST_LOG:-info}"
   echo "LOG_FORMAT=${LOG_FORMAT:-text}"

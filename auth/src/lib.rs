@@ -63,14 +63,16 @@ impl Service for Config {
     const NAME: &'static str = "auth";
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let config = Self {
             http: HttpConfig::from_env(env)?,
             database: DatabaseConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
             session_ttl: env.seconds("SESSION_TTL_SECONDS", 24 * 60 * 60)?,
             cookie_secure: env.optional("COOKIE_SECURE", true)?,
             hashing_threads: env.optional("PASSWORD_HASHING_THREADS", 2)?,
-        })
+        };
+        config::refuse_dev_key_when_secure(&config.jwt_key, config.cookie_secure)?;
+        Ok(config)
     }
 
     fn http(&self) -> &HttpConfig {

@@ -4,8 +4,8 @@
 //!
 //! Any service reads it with [`CurrentUser`] (optional) or [`AuthUser`] (required);
 //! only auth writes it, with [`SessionKeys::issue`] and [`SessionKeys::cookie`].
-//! A missing, malformed, tampered, wrongly signed or expired session is simply "no
-//! current user".
+//! A missing, malformed, tampered, wrongly signed, expired or not yet valid session
+//! (`nbf` in the future, or issued in the future) is simply "no current user".
 //!
 //! Every request of a signed-in user carries the same cookie, so a verified session is
 //! remembered by its exact cookie value (the signature, once checked, cannot change)
@@ -34,7 +34,7 @@ use crate::Secret;
 
 pub const COOKIE_NAME: &str = "session";
 
-/// Seconds of clock skew tolerated on `exp`.
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY: u64 = 5;
 /// Verified sessions remembered; the memory is forgotten all at once when full.
 const REMEMBERED: usize = 4096;
@@ -79,6 +79,7 @@ impl SessionKeys {
         validation.leeway = LEEWAY;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         Self(Arc::new(Keys {
             encoding: EncodingKey::from_secret(jwt_key.expose().as_bytes()),
             decoding: DecodingKey::from_secret(jwt_key.expose().as_bytes()),
@@ -116,11 +117,15 @@ impl SessionKeys {
         )?)
     }
 
-    /// Verifies a token: signature, algorithm and expiry.
+    /// Verifies a token: signature, algorithm, expiry, `nbf`, and an `iat` that is
+    /// not in the future (a token from the future was not issued by this clock).
     pub fn verify(&self, token: &str) -> Option<UserClaims> {
-        jsonwebtoken::decode::<UserClaims>(token, &self.0.decoding, &self.0.validation)
-            .ok()
-            .map(|data| data.claims)
+        let claims =
+            jsonwebtoken::decode::<UserClaims>(token, &self.0.decoding, &self.0.validation)
+                .ok()?
+                .claims;
+        let latest = i64::try_from(unix_now().saturating_add(LEEWAY)).unwrap_or(i64::MAX);
+        (claims.iat <= latest).then_some(claims)
     }
 
     /// The `Set-Cookie` value that stores this token.
@@ -155,12 +160,15 @@ impl SessionKeys {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 /// Whether `exp` has passed (with the leeway `verify` allows).
 fn is_expired(claims: &UserClaims) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let now = i64::try_from(now.saturating_sub(LEEWAY)).unwrap_or(i64::MAX);
+    let now = i64::try_from(unix_now().saturating_sub(LEEWAY)).unwrap_or(i64::MAX);
     claims.exp < now
 }
 
@@ -285,6 +293,41 @@ mod tests {
         claims.exp = claims.iat - 60;
         let expired = keys.sign(&claims).unwrap();
         assert!(keys.user_from_cookie(&encode_cookie(&expired)).is_none());
+    }
+
+    #[test]
+    fn sessions_not_yet_valid_are_no_user() {
+        let keys = keys("k1");
+        let now = chrono::Utc::now().timestamp();
+        let id = Uuid::new_v4();
+        let sign = |claims: serde_json::Value| {
+            let token =
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.0.encoding)
+                    .unwrap();
+            encode_cookie(&token)
+        };
+        let claims = |iat: i64, nbf: Option<i64>| {
+            let mut claims = serde_json::json!({
+                "id": id, "email": "a@b.co", "iat": iat, "exp": now + 3600,
+            });
+            if let Some(nbf) = nbf {
+                claims["nbf"] = nbf.into();
+            }
+            claims
+        };
+        // Valid from now (within the leeway): a user.
+        assert!(
+            keys.user_from_cookie(&sign(claims(now, Some(now + 3))))
+                .is_some()
+        );
+        // Not before an hour from now, or issued 11.6 days from now: no user.
+        let later = sign(claims(now, Some(now + 3600)));
+        assert!(keys.user_from_cookie(&later).is_none(), "nbf in the future");
+        let future = sign(claims(now + 1_000_000, None));
+        assert!(
+            keys.user_from_cookie(&future).is_none(),
+            "iat in the future"
+        );
     }
 
     #[test]

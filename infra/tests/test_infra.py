@@ -253,6 +253,21 @@ class Prod(unittest.TestCase):
         dev = {s["metadata"]["name"].rsplit("-", 1)[0] for s in of_kind(render("dev"), "Secret")}
         self.assertTrue({"jwt-secret", "stripe-secret"} <= dev)
 
+    def test_the_dev_jwt_key_is_marked_dev_only_and_dev_alone_turns_secure_cookies_off(self):
+        """auth refuses a `dev-only-` key with COOKIE_SECURE on (kit::config): the dev
+        overlay's key must carry the mark and be long enough to start with at all, and
+        only the dev overlay may turn Secure cookies off."""
+        import base64
+        (jwt,) = [s for s in of_kind(render("dev"), "Secret")
+                  if s["metadata"]["name"].startswith("jwt-secret")]
+        key = base64.b64decode(jwt["data"]["JWT_KEY"]).decode()
+        self.assertTrue(key.startswith("dev-only-"), "the dev key is marked dev-only")
+        self.assertGreaterEqual(len(key.encode()), 32, "JWT_KEY is at least 32 bytes")
+        for overlay, secure in (("dev", "false"), ("prod", "true"), ("prod-gateway", "true")):
+            (config,) = [c for c in of_kind(render(overlay), "ConfigMap")
+                         if c["metadata"]["name"].startswith("ticketing-config")]
+            self.assertEqual(config["data"]["COOKIE_SECURE"], secure, overlay)
+
     def test_network_policies_select_pods_that_exist(self):
         for overlay in ("prod", "prod-gateway"):
             objects = render(overlay)

@@ -215,7 +215,8 @@ pub fn describe<T>(load: impl Fn(&Env) -> Result<T, ConfigError>) -> Vec<Variabl
         let env = Env::from_pairs(given.iter().map(|(k, v)| (*k, *v)));
         match load(&env) {
             Err(ConfigError::Missing(name)) if !given.contains_key(name) => {
-                given.insert(name, "placeholder");
+                // Long enough for any length rule (`JWT_KEY`'s 32 bytes).
+                given.insert(name, "placeholder-long-enough-for-any-length-rule");
             }
             _ => return env.variables(),
         }
@@ -290,12 +291,45 @@ impl HttpConfig {
 }
 
 /// The JWT key of `for_tests` configurations (and of the test toolkit's sessions).
-pub const TEST_JWT_KEY: &str = "test-jwt-key";
+pub const TEST_JWT_KEY: &str = "test-jwt-key-for-the-test-suites-only";
+
+/// The shortest `JWT_KEY` a service accepts: HS256's own output size. A shorter
+/// secret can be searched for offline from any one token.
+pub const MIN_JWT_KEY_BYTES: usize = 32;
+
+/// Keys that begin with this are for development only (the dev overlay's): a service
+/// that marks its cookies `Secure` (production) refuses them.
+pub const DEV_ONLY_KEY_PREFIX: &str = "dev-only-";
 
 /// `JWT_KEY` (required by every service that reads sessions): the shared secret that
-/// signs them.
+/// signs them, at least [`MIN_JWT_KEY_BYTES`] long.
 pub fn jwt_key(env: &Env) -> Result<Secret, ConfigError> {
-    env.required("JWT_KEY")
+    let key: Secret = env.required("JWT_KEY")?;
+    let length = key.expose().len();
+    if length < MIN_JWT_KEY_BYTES {
+        return Err(ConfigError::Invalid {
+            name: "JWT_KEY",
+            problem: format!(
+                "it is {length} bytes long; at least {MIN_JWT_KEY_BYTES} are required \
+                 (`openssl rand -hex 32` makes one)"
+            ),
+        });
+    }
+    Ok(key)
+}
+
+/// Refuses a development-only key where sessions are for real (`Secure` cookies).
+pub fn refuse_dev_key_when_secure(key: &Secret, secure: bool) -> Result<(), ConfigError> {
+    if secure && key.expose().starts_with(DEV_ONLY_KEY_PREFIX) {
+        return Err(ConfigError::Invalid {
+            name: "JWT_KEY",
+            problem: format!(
+                "keys beginning with `{DEV_ONLY_KEY_PREFIX}` are for development only, \
+                 and COOKIE_SECURE is on"
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,6 +345,34 @@ mod tests {
         let env = Env::from_pairs([("PORT", "eighty")]);
         let invalid = env.optional::<u16>("PORT", 3000).unwrap_err();
         assert!(invalid.to_string().contains("PORT is invalid"), "{invalid}");
+    }
+
+    #[test]
+    fn a_jwt_key_shorter_than_32_bytes_is_refused() {
+        for short in ["asdf", "local-development-jwt-key", &"k".repeat(31)] {
+            let env = Env::from_pairs([("JWT_KEY", short)]);
+            let refused = jwt_key(&env).unwrap_err().to_string();
+            assert!(
+                refused.contains("JWT_KEY is invalid") && refused.contains("at least 32"),
+                "{refused}"
+            );
+            assert!(!refused.contains(short), "the key itself is never shown");
+        }
+        let env = Env::from_pairs([("JWT_KEY", "k".repeat(32))]);
+        assert_eq!(jwt_key(&env).unwrap().expose().len(), 32);
+    }
+
+    #[test]
+    fn a_development_key_is_refused_with_secure_cookies_only() {
+        let key = Secret::new("dev-only-jwt-key-do-not-use-in-prod-0123456789");
+        assert!(refuse_dev_key_when_secure(&key, false).is_ok());
+        let refused = refuse_dev_key_when_secure(&key, true).unwrap_err();
+        assert!(
+            refused.to_string().contains("development only"),
+            "{refused}"
+        );
+        let real = Secret::new("0123456789abcdef0123456789abcdef");
+        assert!(refuse_dev_key_when_secure(&real, true).is_ok());
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub struct Config {
     pub bus: BusConfig,
     /// `JWT_KEY`: verifies sessions.
     pub jwt_key: Secret,
+    /// `TICKETS_LIST_LIMIT` (default 1,000): the most tickets `GET /api/tickets`
+    /// answers without paging; a `Link` header names the rest.
+    pub list_limit: i64,
 }
+
+/// The default of `TICKETS_LIST_LIMIT`.
+pub const LIST_LIMIT: i64 = 1_000;
 
 impl Config {
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
@@ -36,6 +42,7 @@ impl Config {
             database: DatabaseConfig::for_tests(database_url),
             bus: BusConfig::for_tests(nats_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
+            list_limit: LIST_LIMIT,
         }
     }
 }
@@ -44,6 +51,8 @@ impl Config {
 pub struct AppState {
     pub pool: PgPool,
     pub keys: SessionKeys,
+    /// The bound of an unpaged list.
+    pub list_limit: i64,
 }
 
 impl Service for Config {
@@ -55,6 +64,15 @@ impl Service for Config {
             database: DatabaseConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
+            list_limit: env.optional("TICKETS_LIST_LIMIT", LIST_LIMIT)?,
+        })
+        .and_then(|config: Self| {
+            config::at_least(
+                1,
+                "TICKETS_LIST_LIMIT",
+                u32::try_from(config.list_limit).unwrap_or(0),
+            )?;
+            Ok(config)
         })
     }
 
@@ -67,6 +85,7 @@ impl Service for Config {
         let state = AppState {
             pool: backend.pools.http.clone(),
             keys: SessionKeys::reader(&self.jwt_key),
+            list_limit: self.list_limit,
         };
         Ok(backend.app(routes::router(state)))
     }

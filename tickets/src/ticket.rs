@@ -87,17 +87,6 @@ impl Ticket {
         .await
     }
 
-    /// Tickets that are not reserved, newest first.
-    pub async fn list_available(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Ticket>> {
-        sqlx::query_as!(
-            Ticket,
-            r#"SELECT id, title, price_cents AS "price: Price", user_id, version, order_id
-               FROM tickets WHERE order_id IS NULL ORDER BY created_at DESC, id DESC"#,
-        )
-        .fetch_all(db)
-        .await
-    }
-
     /// Up to `limit` unreserved tickets older than ticket `before` (newest first).
     pub async fn page_before(
         db: impl PgExecutor<'_>,

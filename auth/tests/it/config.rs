@@ -34,6 +34,47 @@ fn a_missing_database_url_stops_the_service_naming_it() {
 }
 
 #[test]
+fn a_short_or_development_key_stops_the_service() {
+    let (code, stderr) = run_with(&[
+        ("DATABASE_URL", "postgres://x/y"),
+        ("JWT_KEY", "local-development-jwt-key"),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.trim().starts_with(
+            "configuration error: environment variable JWT_KEY is invalid: it is 25 bytes long"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("local-development-jwt-key"), "{stderr}");
+    let dev = ("JWT_KEY", "dev-only-jwt-key-do-not-use-in-prod-0123456789");
+    // COOKIE_SECURE is on unless turned off: the development key is refused...
+    let (code, stderr) = run_with(&[("DATABASE_URL", "postgres://x/y"), dev]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("for development only"), "{stderr}");
+    // ...and accepted for plain-http local use: the service starts (and keeps trying
+    // to reach a database that is not there) instead of exiting.
+    let mut accepted = Command::new(env!("CARGO_BIN_EXE_auth"))
+        .env_clear()
+        .envs([
+            ("DATABASE_URL", "postgres://127.0.0.1:1/none"),
+            dev,
+            ("COOKIE_SECURE", "false"),
+            ("PORT", "0"),
+            ("OPS_PORT", "0"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = accepted.try_wait().unwrap();
+    let _ = accepted.kill();
+    let _ = accepted.wait();
+    assert_eq!(exited, None, "the configuration was accepted");
+}
+
+#[test]
 fn an_invalid_port_stops_the_service_naming_it() {
     let (code, stderr) = run_with(&[
         ("JWT_KEY", "k"),

@@ -11,8 +11,9 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::ticket::Ticket;
 
-/// Optional paging. Without any parameter the whole list is answered, as the original
-/// API does (its web client expects that).
+/// Optional paging. Without any parameter the newest `TICKETS_LIST_LIMIT` (1,000) are
+/// answered in one list, as the original API answers the whole list (its web client
+/// expects one array), with a `Link` to the rest when there are more.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct Paging {
     /// Tickets per page, 1 to 100 (default 20 when paging).
@@ -67,13 +68,13 @@ impl Paging {
     path = "/api/tickets",
     params(Paging),
     responses(
-        (status = 200, description = "Unreserved tickets, newest first; with paging, one page, and a `Link` header naming the `next` (older) and `prev` (newer) pages", body = [Ticket]),
+        (status = 200, description = "Unreserved tickets, newest first: without paging at most `TICKETS_LIST_LIMIT` (1,000), with a `Link` header (`rel=\"next\"`) when there are more; with paging, one page, and a `Link` header naming the `next` (older) and `prev` (newer) pages", body = [Ticket]),
         (status = 400, description = "`Limit must be between 1 and 100`, or `before`/`after` is not a ticket id", body = common::ErrorBody),
     )
 )]
 pub async fn list(State(app): State<AppState>, Query(paging): Query<Paging>) -> Result<Response> {
     let Some((limit, from)) = paging.page()? else {
-        return Ok(Json(Ticket::list_available(&app.pool).await?).into_response());
+        return unpaged(&app).await;
     };
     let page = match from {
         From::Newest => Ticket::first_page(&app.pool, limit).await?,
@@ -101,7 +102,31 @@ pub async fn list(State(app): State<AppState>, Query(paging): Query<Paging>) -> 
             first.id
         ));
     }
-    let mut response = Json(page).into_response();
+    with_links(Json(page).into_response(), &links)
+}
+
+/// Pages that follow an unpaged list are this long (the most a page may be).
+const PAGE_AFTER_UNPAGED: i64 = 100;
+
+/// The newest unreserved tickets, at most the configured bound: one more is read to
+/// tell whether a `next` link is due. Memory stays bounded whatever the table holds.
+async fn unpaged(app: &AppState) -> Result<Response> {
+    let mut tickets = Ticket::first_page(&app.pool, app.list_limit.saturating_add(1)).await?;
+    let more = usize::try_from(app.list_limit).is_ok_and(|bound| tickets.len() > bound);
+    let mut links = Vec::new();
+    if more {
+        tickets.truncate(usize::try_from(app.list_limit).unwrap_or(usize::MAX));
+        if let Some(last) = tickets.last() {
+            links.push(format!(
+                "</api/tickets?limit={PAGE_AFTER_UNPAGED}&before={}>; rel=\"next\"",
+                last.id
+            ));
+        }
+    }
+    with_links(Json(tickets).into_response(), &links)
+}
+
+fn with_links(mut response: Response, links: &[String]) -> Result<Response> {
     if !links.is_empty() {
         let links = HeaderValue::from_str(&links.join(", ")).map_err(anyhow::Error::from)?;
         response.headers_mut().insert(LINK, links);

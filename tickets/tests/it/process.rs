@@ -152,3 +152,62 @@ async fn parked_events_are_listed_and_re_driven_from_the_command_line() {
     let listed = run_command(binary, &["parked", "list"], &env);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("no parked events"));
 }
+
+/// The resident set's high-water mark of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// A table of 200,000 unreserved tickets, listed without paging by eight clients at
+/// once: the answers are bounded (1,000 tickets each, `TICKETS_LIST_LIMIT`), and so is
+/// the service's memory (unbounded, each answer was 33 MB and the peak past 300 MiB).
+#[tokio::test]
+async fn concurrent_unpaged_lists_of_a_large_table_keep_memory_bounded() {
+    let nats = TestNats::start().await;
+    let database = TestDatabase::create().await;
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("NATS_URL", nats.url.as_str()),
+        ("JWT_KEY", JWT_KEY),
+    ];
+    let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_tickets"), &env);
+    process.ready().await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO tickets (id, title, price_cents, user_id, version, created_at)
+         SELECT gen_random_uuid(), 'ticket ' || n, 1000, gen_random_uuid(), 0,
+                now() - n * interval '1 millisecond'
+         FROM generate_series(1, 200000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let pid = process.pid().unwrap();
+    let before = peak_rss_mib(pid);
+    let client = testkit::http_client();
+    let lists = (0..8).map(|_| {
+        let (client, url) = (client.clone(), process.url("/api/tickets"));
+        async move {
+            let answer = client.get(url).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            let linked = answer.headers().contains_key("link");
+            let body: Vec<serde_json::Value> = answer.json().await.unwrap();
+            (body.len(), linked)
+        }
+    });
+    let answers = futures::future::join_all(lists).await;
+    let after = peak_rss_mib(pid);
+    println!(
+        "tickets peak RSS: {before:.1} MiB before, {after:.1} MiB after 8 concurrent lists \
+         of a 200,000-ticket table; (tickets answered, linked): {answers:?}"
+    );
+    assert!(answers.iter().all(|&a| a == (1_000, true)), "{answers:?}");
+    assert!(after < 64.0, "peak RSS {after:.1} MiB");
+    process.kill();
+}

@@ -114,3 +114,48 @@ async fn listing_a_page_at_a_time_with_links_both_ways() {
         assert_eq!(errors.len(), 1, "{bad}");
     }
 }
+
+/// docs/api.md § Tickets: without paging the list is bounded (`TICKETS_LIST_LIMIT`),
+/// newest first, with a `Link` to the rest.
+#[tokio::test]
+async fn an_unpaged_list_is_bounded_and_links_to_the_rest() {
+    let nats = testkit::TestNats::start().await;
+    let database = testkit::TestDatabase::create().await;
+    let mut config = crate::config(&database, &nats);
+    config.list_limit = 5;
+    let server = testkit::TestServer::serve(config).await;
+    server.ready().await;
+    let (cookie, _) = new_user_cookie();
+    for n in 0..12 {
+        server
+            .post(
+                "/api/tickets",
+                Some(&cookie),
+                json!({"title": format!("t{n}"), "price": 10}),
+            )
+            .await
+            .expect(201);
+    }
+    let titles = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = server.get("/api/tickets", None).await;
+    assert_eq!(titles(&listed.body), ["t11", "t10", "t9", "t8", "t7"]);
+    let link = listed.headers["link"].to_str().unwrap().to_owned();
+    let (target, rel) = link.split_once("; ").unwrap();
+    assert_eq!(rel, "rel=\"next\"");
+    let rest = server.get(target.trim_matches(['<', '>']), None).await;
+    assert_eq!(
+        titles(&rest.body),
+        ["t6", "t5", "t4", "t3", "t2", "t1", "t0"]
+    );
+    assert!(
+        rest.headers
+            .get("link")
+            .is_none_or(|l| !l.to_str().unwrap().contains("next"))
+    );
+}
