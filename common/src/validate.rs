@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::money::Price;
@@ -77,6 +78,52 @@ pub fn text_with_length(value: Option<&Value>, min: usize, max: usize) -> Option
     (min..=max).contains(&length).then(|| trimmed.to_owned())
 }
 
+/// The most characters a title may have.
+pub const TITLE_MAX_CHARS: usize = 200;
+
+/// Text a person typed for others to read (a ticket's title): trimmed and normalised
+/// to NFC (one spelling for what reads the same). Refused with `missing` when absent
+/// or empty, and refused when longer than `max` characters or holding control
+/// characters (NUL, which PostgreSQL refuses, among them) or bidirectional overrides
+/// and isolates (U+202A-U+202E, U+2066-U+2069: they make a title in a list read as
+/// another). `label` names the field in the messages.
+pub fn typed_text(
+    name: &str,
+    label: &str,
+    value: Option<&Value>,
+    max: usize,
+    missing: &str,
+) -> Checked<String> {
+    let text: String = field(name, text(value), missing)?.nfc().collect();
+    if text
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(FieldError::new(
+            name,
+            &format!("{label} must not contain control or text-direction characters"),
+        ));
+    }
+    if text.chars().count() > max {
+        return Err(FieldError::new(
+            name,
+            &format!("{label} must be at most {max} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// A token from a payment provider (`tok_visa`, `pm_...`): 1 to 255 ASCII letters,
+/// digits, `_` and `-`, trimmed.
+pub fn provider_token(value: Option<&Value>) -> Option<String> {
+    let token = text(value)?;
+    (token.len() <= 255
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    .then_some(token)
+}
+
 /// An email address, trimmed and lower-cased so that comparisons ignore case.
 ///
 /// The check is the practical one: one `@`, a non-empty local part, a domain of
@@ -125,6 +172,47 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn typed_text_is_trimmed_normalised_and_bounded() {
+        let check =
+            |value: Value| typed_text("title", "Title", Some(&value), 10, "Title is required");
+        assert_eq!(check(json!("  Concert ")).unwrap(), "Concert");
+        // "é" as e + combining acute becomes the one precomposed character.
+        assert_eq!(check(json!("Cafe\u{301}")).unwrap(), "Caf\u{e9}");
+        assert_eq!(
+            check(json!("   ")).unwrap_err().message,
+            "Title is required"
+        );
+        assert_eq!(check(json!(5)).unwrap_err().message, "Title is required");
+        for bad in ["a\u{0}b", "a\nb", "a\u{7}b", "abc\u{202E}cba", "x\u{2066}y"] {
+            assert_eq!(
+                check(json!(bad)).unwrap_err().message,
+                "Title must not contain control or text-direction characters",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check(json!("ééééééééé\u{e9}")).unwrap(), "ééééééééé\u{e9}");
+        assert_eq!(
+            check(json!("12345678901")).unwrap_err().message,
+            "Title must be at most 10 characters"
+        );
+    }
+
+    #[test]
+    fn provider_tokens_are_plain_ascii() {
+        assert_eq!(
+            provider_token(Some(&json!(" tok_visa "))).as_deref(),
+            Some("tok_visa")
+        );
+        assert_eq!(
+            provider_token(Some(&json!("pm_card-1"))).as_deref(),
+            Some("pm_card-1")
+        );
+        for bad in ["tok\u{0}visa", "tok visa", "tök", "", &"t".repeat(256)] {
+            assert_eq!(provider_token(Some(&json!(bad))), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn gathers_every_failed_field_in_order() {

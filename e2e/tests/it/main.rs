@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod burst;
+mod fuzz;
 mod purchase;
 mod race;
 mod tickets_and_orders;

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::validate::{self, all, field};
-use common::{AuthUser, Json, Result};
+use common::{AuthUser, FieldError, Json, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -32,7 +32,7 @@ pub struct Payment {
     request_body = NewPayment,
     responses(
         (status = 201, description = "Paid", body = Payment),
-        (status = 400, description = "`Token is required`, `Order ID is required`, `Cannot pay for an cancelled order`, `Order has already been paid`, or the provider's decline message", body = common::ErrorBody),
+        (status = 400, description = "`Token is required`, `Token is not a payment token`, `Order ID is required`, `Cannot pay for an cancelled order`, `Order has already been paid`, or the provider's decline message", body = common::ErrorBody),
         (status = 401, description = "Not signed in, or not the buyer", body = common::ErrorBody),
         (status = 404, description = "No such order", body = common::ErrorBody),
         (status = 502, description = "The payment provider is unavailable; retrying the same request is safe", body = common::ErrorBody),
@@ -43,11 +43,14 @@ pub async fn create(
     AuthUser(user): AuthUser,
     Json(input): Json<NewPayment>,
 ) -> Result<(StatusCode, Json<Payment>)> {
-    let token = field(
-        "token",
-        validate::text(input.token.as_ref()),
-        "Token is required",
-    );
+    let token = match validate::text(input.token.as_ref()) {
+        None => Err(FieldError::new("token", "Token is required")),
+        Some(_) => field(
+            "token",
+            validate::provider_token(input.token.as_ref()),
+            "Token is not a payment token",
+        ),
+    };
     let order_id = field(
         "orderId",
         validate::uuid(input.order_id.as_ref()),

@@ -36,6 +36,17 @@ async fn paying_requires_a_session_a_token_and_an_order_id() {
             .errors(400),
         vec![token_error.clone()]
     );
+    // A NUL byte (PostgreSQL refuses it: it was a 500), spaces or non-ASCII: not a
+    // provider's token.
+    for token in ["tok\u{0}visa", "tok visa", "tök_visa"] {
+        assert_eq!(
+            post(json!({"token": token, "orderId": Uuid::new_v4()}))
+                .await
+                .errors(400),
+            vec![json!({"message": "Token is not a payment token", "field": "token"})],
+            "{token:?}"
+        );
+    }
     assert_eq!(
         post(json!({"token": "tok_visa"})).await.errors(400),
         vec![order_error.clone()]

@@ -13,7 +13,7 @@ use crate::ticket::Ticket;
     request_body = TicketInput,
     responses(
         (status = 201, description = "Created (version 0)", body = Ticket),
-        (status = 400, description = "`Title is required` or `Price must be greater than 0`", body = common::ErrorBody),
+        (status = 400, description = "`Title is required`, `Title must be at most 200 characters`, `Title must not contain control or text-direction characters`, or `Price must be greater than 0`", body = common::ErrorBody),
         (status = 401, description = "Not signed in", body = common::ErrorBody),
     )
 )]

@@ -42,9 +42,11 @@ pub struct TicketInput {
 impl TicketInput {
     /// The trimmed title and the exact price, or one error per failed field.
     pub fn validate(&self) -> Result<(String, Price)> {
-        let title = field(
+        let title = validate::typed_text(
             "title",
-            validate::text(self.title.as_ref()),
+            "Title",
+            self.title.as_ref(),
+            validate::TITLE_MAX_CHARS,
             "Title is required",
         );
         let price = field(

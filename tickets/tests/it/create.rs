@@ -73,6 +73,60 @@ async fn creating_validates_title_and_price() {
     );
 }
 
+/// A title is what other users read in a list: no NUL (PostgreSQL refuses it: it was a
+/// 500), no control characters, no text-direction overrides (U+202E made a title read
+/// backwards), at most 200 characters, stored in NFC.
+#[tokio::test]
+async fn titles_refuse_control_and_direction_characters_and_are_bounded() {
+    let tickets = Tickets::start().await;
+    let (cookie, _) = new_user_cookie();
+    let error = |message: &str| vec![json!({"message": message, "field": "title"})];
+    let characters = "Title must not contain control or text-direction characters";
+    for title in [
+        "a\u{0}b",
+        "line\nbreak",
+        "tab\there",
+        "evil\u{202E}txt.exe",
+        "x\u{2067}y",
+    ] {
+        assert_eq!(
+            tickets.create(&cookie, title, json!(10)).await.errors(400),
+            error(characters),
+            "{title:?}"
+        );
+    }
+    let long = "x".repeat(15_000);
+    assert_eq!(
+        tickets.create(&cookie, &long, json!(10)).await.errors(400),
+        error("Title must be at most 200 characters")
+    );
+    let longest = "é".repeat(200);
+    tickets
+        .create(&cookie, &longest, json!(10))
+        .await
+        .expect(201);
+    // e + U+0301 (combining acute) is stored as the one character é.
+    let ticket = tickets
+        .create(&cookie, "Cafe\u{301}", json!(10))
+        .await
+        .expect(201);
+    assert_eq!(ticket["title"], "Caf\u{e9}");
+    // Editing is held to the same.
+    let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    assert_eq!(
+        tickets
+            .server
+            .put(
+                &path,
+                Some(&cookie),
+                json!({"title": "a\u{0}", "price": 10})
+            )
+            .await
+            .errors(400),
+        error(characters)
+    );
+}
+
 #[tokio::test]
 async fn creating_a_ticket_returns_it_and_publishes_ticket_created() {
     let tickets = Tickets::start().await;
