@@ -8,6 +8,7 @@ Consistency checks catch drift between the code, the manifests, the local stack 
 the workflows. Run: make infra-tests.
 """
 
+import base64
 import glob
 import json
 import os
@@ -141,7 +142,15 @@ class Manifests(unittest.TestCase):
                             # Created outside the overlay: by kubectl or by CloudNativePG.
                             documented = {"jwt-secret", "stripe-secret", f"{name}-db-app"}
                             self.assertIn(ref["name"], documented, f"{overlay} {name}")
-                        env[variable["name"]] = "postgres://user:password@db/name" if ref["key"] == "uri" else "secret"
+                        if ref["name"] in secrets:
+                            # The overlay's own value (the dev key, with its dev-only mark).
+                            env[variable["name"]] = base64.b64decode(
+                                secrets[ref["name"]]["data"][ref["key"]]).decode()
+                        elif ref["key"] == "uri":
+                            env[variable["name"]] = "postgres://user:password@db/name"
+                        else:
+                            # As an operator would make one (docs/deploy.md).
+                            env[variable["name"]] = "made-outside-the-overlay-by-openssl-rand-48"
                 binary = os.path.join(ROOT, "target", "debug", name)
                 with self.subTest(overlay=overlay, deployment=name):
                     result = subprocess.run([binary, "env", "--check"], env=env, capture_output=True, text=True)
@@ -253,11 +262,25 @@ class Prod(unittest.TestCase):
         dev = {s["metadata"]["name"].rsplit("-", 1)[0] for s in of_kind(render("dev"), "Secret")}
         self.assertTrue({"jwt-secret", "stripe-secret"} <= dev)
 
+    def test_strict_transport_security_wherever_tls_terminates(self):
+        """Browsers are told to come back over HTTPS only: a Gateway sends HSTS only
+        when each HTTPS route sets it; ingress-nginx sends it for every TLS host by
+        default (its `hsts` setting), so the Ingress must terminate TLS and redirect."""
+        (route,) = [r for r in of_kind(render("prod-gateway"), "HTTPRoute")
+                    if r["spec"]["parentRefs"][0].get("sectionName") == "https"]
+        for rule in route["spec"]["rules"]:
+            headers = [h for f in rule.get("filters", []) if f["type"] == "ResponseHeaderModifier"
+                       for h in f["responseHeaderModifier"].get("set", [])]
+            self.assertIn({"name": "Strict-Transport-Security",
+                           "value": "max-age=31536000; includeSubDomains"}, headers, rule["matches"])
+        (ingress,) = of_kind(render("prod"), "Ingress")
+        self.assertTrue(ingress["spec"].get("tls"))
+        self.assertEqual(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"], "true")
+
     def test_the_dev_jwt_key_is_marked_dev_only_and_dev_alone_turns_secure_cookies_off(self):
         """auth refuses a `dev-only-` key with COOKIE_SECURE on (kit::config): the dev
         overlay's key must carry the mark and be long enough to start with at all, and
         only the dev overlay may turn Secure cookies off."""
-        import base64
         (jwt,) = [s for s in of_kind(render("dev"), "Secret")
                   if s["metadata"]["name"].startswith("jwt-secret")]
         key = base64.b64decode(jwt["data"]["JWT_KEY"]).decode()

@@ -162,6 +162,43 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 
+    /// docs/api.md § Errors: answers are not sniffed, not cached (they are personal or
+    /// change by the second) unless a handler says so, and ask for no browser powers.
+    #[tokio::test]
+    async fn every_answer_carries_the_protective_headers_unless_its_handler_chose() {
+        let cached = || async {
+            (
+                [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+                "asset",
+            )
+        };
+        let api = Router::new()
+            .route("/api/fine", get(|| async { "fine" }))
+            .route("/asset.css", get(cached));
+        let app = app(api, Duration::from_secs(1));
+        for path in ["/api/fine", "/api/nothing/here", "/asset.css"] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+            assert!(header("permissions-policy").is_some_and(|p| p.contains("camera=()")));
+            let expected = if path == "/asset.css" {
+                "public, max-age=300"
+            } else {
+                "no-store"
+            };
+            assert_eq!(header("cache-control").as_deref(), Some(expected), "{path}");
+        }
+    }
+
     #[tokio::test]
     async fn readiness_fails_when_a_check_fails() {
         assert_eq!(call_on(test_ops(), "/healthz").await.0, StatusCode::OK);

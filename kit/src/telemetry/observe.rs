@@ -150,6 +150,8 @@ where
                     .into_response()
             }
         };
+        let mut response = response;
+        protect(response.headers_mut());
         let latency = this.started.elapsed();
         let status = response.status();
         let route = this.route.take();
@@ -177,4 +179,24 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
 /// Polled again after it answered: a bug in the caller, not in the request.
 fn unanswered() -> Response {
     Error::Internal(anyhow::anyhow!("a finished request was polled again")).into_response()
+}
+
+/// Headers every answer carries unless its handler set its own: no content-type
+/// sniffing; no powerful browser features; and `Cache-Control: no-store`, since what
+/// the services answer is personal (orders, the current user) or changes by the
+/// second; an answer that may be cached (the client's assets) says so itself.
+fn protect(headers: &mut axum::http::HeaderMap) {
+    use axum::http::HeaderValue;
+    use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+    headers
+        .entry(X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    headers
+        .entry("permissions-policy")
+        .or_insert(HeaderValue::from_static(
+            "camera=(), microphone=(), geolocation=(), usb=(), interest-cohort=()",
+        ));
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
