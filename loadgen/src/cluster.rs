@@ -16,7 +16,7 @@
 //!
 //! A run passes when no invariant is violated, every kind of journey that moves money
 //! succeeded outside the faults' windows, and every fault met its target (see
-//! [`Fault::target`]).
+//! [`Measured::target`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
