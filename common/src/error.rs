@@ -47,6 +47,9 @@ pub enum Error {
     /// No valid session where one is required, or not the owner (401).
     #[error("Not authorized")]
     NotAuthorized,
+    /// A request another site made a browser send (a foreign `Origin`) (403).
+    #[error("Cross-site request refused")]
+    CrossSite,
     /// Unknown route, or an id that does not exist or does not parse (404).
     #[error("Not Found")]
     NotFound,
@@ -82,6 +85,7 @@ impl Error {
         match self {
             Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotAuthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossSite => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -16,7 +16,7 @@ async function signUp(who) {
   await page.getByLabel("Email Address").fill(`${who}-${stamp}@example.com`);
   await page.getByLabel("Password").fill("password");
   await page.getByRole("button", { name: "Sign Up" }).click();
-  await page.getByRole("link", { name: "Sign Out" }).waitFor();
+  await page.getByRole("button", { name: "Sign Out" }).waitFor();
 }
 
 await signUp("seller");
@@ -25,7 +25,7 @@ await page.getByLabel("Title").fill("Concert, front row");
 await page.getByLabel("Price").fill("45");
 await page.getByRole("button", { name: "Submit" }).click();
 await page.waitForURL(`${base}/`);
-await page.getByRole("link", { name: "Sign Out" }).click();
+await page.getByRole("button", { name: "Sign Out" }).click();
 await page.getByRole("link", { name: "Sign In" }).waitFor();
 
 await signUp("buyer");

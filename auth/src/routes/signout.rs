@@ -1,18 +1,42 @@
-use axum::http::HeaderValue;
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{HOST, ORIGIN, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
-use common::Json;
 use common::session::CLEAR_COOKIE;
+use common::{Error, Json, Result};
 
-/// Signs out by clearing the session cookie.
+/// Signs out by clearing the session cookie. A browser sent here by another site (its
+/// `Origin` names another host) is refused: no page elsewhere may sign a user out.
 #[utoipa::path(
     post,
     path = "/api/users/signout",
-    responses((status = 200, description = "Signed out; the session cookie is cleared", body = Object))
+    responses(
+        (status = 200, description = "Signed out; the session cookie is cleared", body = Object),
+        (status = 403, description = "`Cross-site request refused`: the `Origin` is another site's", body = common::ErrorBody),
+    )
 )]
-pub async fn signout() -> impl IntoResponse {
-    (
+pub async fn signout(headers: HeaderMap) -> Result<impl IntoResponse> {
+    if !same_site(&headers) {
+        tracing::warn!("refused a cross-site sign-out");
+        return Err(Error::CrossSite);
+    }
+    Ok((
         [(SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE))],
         Json(serde_json::json!({})),
-    )
+    ))
+}
+
+/// No `Origin` (a server, curl, the web client's own call) or one whose host is the
+/// host the request was sent to (`X-Forwarded-Host` when an ingress passed it on).
+fn same_site(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    ["x-forwarded-host", HOST.as_str()]
+        .iter()
+        .filter_map(|name| headers.get(*name).and_then(|h| h.to_str().ok()))
+        .any(|host| host.eq_ignore_ascii_case(origin_host))
 }

@@ -1,5 +1,6 @@
 //! `/auth/signup`, `/auth/signin`, `/auth/signout`: forms that call auth and hand its
-//! `Set-Cookie` on to the browser.
+//! `Set-Cookie` on to the browser. Signing out is a form post too, so that no link
+//! or image on another site can do it.
 
 use askama::Template;
 use axum::extract::{Form, State};
@@ -94,7 +95,23 @@ async fn submit(
     }
 }
 
-/// `/auth/signout`: clears the session and goes home.
+#[derive(Template)]
+#[template(path = "signout.html")]
+struct SignOutPage {
+    user: Option<User>,
+}
+
+/// `GET /auth/signout`: a link someone followed (perhaps from another site) signs
+/// nobody out; it offers the form that does.
+pub async fn signout_form(visitor: Visitor) -> Response {
+    if visitor.user.is_none() {
+        return Redirect::to("/").into_response();
+    }
+    render(StatusCode::OK, &SignOutPage { user: visitor.user })
+}
+
+/// `POST /auth/signout` (behind the Origin check of every form post): clears the
+/// session and goes home.
 pub async fn signout(State(app): State<AppState>, visitor: Visitor) -> Result<Response, PageError> {
     let answer = app
         .api

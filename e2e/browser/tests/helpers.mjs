@@ -20,7 +20,7 @@ export async function signUp(page, address, password = "password") {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign Up" }).click();
   await expect(page).toHaveURL(/\/$/);
-  await expect(page.getByRole("link", { name: "Sign Out" })).toBeVisible();
+  await expect(page.getByRole("button", { name: "Sign Out" })).toBeVisible();
 }
 
 /** Fills in and submits the sign-in form (the caller checks where it lands). */
@@ -32,7 +32,7 @@ export async function signIn(page, address, password = "password") {
 }
 
 export async function signOut(page) {
-  await page.getByRole("link", { name: "Sign Out" }).click();
+  await page.getByRole("button", { name: "Sign Out" }).click();
   await expect(page.getByRole("link", { name: "Sign In" })).toBeVisible();
 }
 
