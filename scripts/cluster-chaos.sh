@@ -25,6 +25,10 @@ log() { printf '\033[1m[cluster-chaos]\033[0m %s\n' "$*" >&2; }
 # Orders left alone expire during the run; interrupted charges are reconciled soon.
 export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-15}"
 export CHARGE_RECONCILE_AFTER_SECONDS=5 SHUTDOWN_GRACE_SECONDS=10 STRIPE_TIMEOUT_SECONDS=5
+# Load from one machine is one client address: the per-address limits of sign-in and
+# sign-up (auth) are off for it; the per-account ones stay.
+export RATE_LIMITS=off
+echo "RATE_LIMITS=off: the per-address limits of sign-in and sign-up are off for this load from one address" >&2
 
 cargo build --release -p loadgen --locked -q
 loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"

@@ -4,6 +4,7 @@
 //! It owns the `users` table and is the only service that writes the session
 //! cookie; every other service only reads it. It publishes no events.
 
+pub mod limits;
 pub mod password;
 pub mod routes;
 pub mod user;
@@ -35,6 +36,8 @@ pub struct Config {
     /// `PASSWORD_HASHING_THREADS` (default 2): threads hashing passwords; each holds
     /// 19 MiB while busy.
     pub hashing_threads: usize,
+    /// Limits on guessing and floods (`RATE_LIMITS`, ...; see [`limits`]).
+    pub limits: limits::LimitConfig,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             session_ttl: Duration::from_secs(3600),
             cookie_secure: false,
             hashing_threads: 2,
+            limits: limits::LimitConfig::for_tests(),
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub keys: SessionKeys,
     pub hasher: Hasher,
+    pub limits: limits::Limits,
 }
 
 impl Service for Config {
@@ -70,6 +75,7 @@ impl Service for Config {
             session_ttl: env.seconds("SESSION_TTL_SECONDS", 24 * 60 * 60)?,
             cookie_secure: env.optional("COOKIE_SECURE", true)?,
             hashing_threads: env.optional("PASSWORD_HASHING_THREADS", 2)?,
+            limits: limits::LimitConfig::from_env(env)?,
         };
         config::refuse_dev_key_when_secure(&config.jwt_key, config.cookie_secure)?;
         Ok(config)
@@ -86,7 +92,30 @@ impl Service for Config {
             pool: pools.http.clone(),
             keys: SessionKeys::new(&self.jwt_key, self.session_ttl, self.cookie_secure),
             hasher: Hasher::new(self.hashing_threads)?,
+            limits: limits::Limits::new(pools.http.clone(), self.limits),
         };
-        Ok(App::new(routes::router(state)).with_part(pools))
+        let pruning = state.limits.clone();
+        Ok(App::new(routes::router(state))
+            .with_task("prune-attempts", move |stop| {
+                prune_attempts(pruning.clone(), stop)
+            })
+            .with_part(pools))
+    }
+}
+
+/// Every hour, forgets the attempts no window or block needs any more.
+async fn prune_attempts(limits: limits::Limits, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+        match limits.prune().await {
+            Ok(removed) => tracing::debug!(removed, "pruned sign-in attempts"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "pruning sign-in attempts failed"
+            ),
+        }
     }
 }

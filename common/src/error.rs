@@ -59,6 +59,10 @@ pub enum Error {
     /// The body is not declared as JSON (415).
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// Too many attempts (sign-in failures, sign-ups, orders or tickets per user) (429,
+    /// with `Retry-After` in whole seconds).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// A service we depend on (the payment provider) failed or timed out (502).
     #[error("{0}")]
     BadGateway(String),
@@ -89,6 +93,7 @@ impl Error {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             #[cfg(feature = "sqlx")]
@@ -130,7 +135,25 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after.max(&1).to_owned()),
+            );
+        }
+        response
+    }
+}
+
+impl Error {
+    /// 429 with `message`, to be retried after `wait` (rounded up to whole seconds).
+    pub fn too_many(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self::TooManyRequests {
+            message: message.into(),
+            retry_after: whole.max(1),
+        }
     }
 }
 

@@ -35,6 +35,36 @@ pub struct Probes {
     pub health: Health,
 }
 
+/// The address a request came from. Behind `hops` trusted proxies (an ingress adds
+/// the address it saw to `X-Forwarded-For`; each proxy after it adds the one before),
+/// it is the entry the outermost trusted proxy wrote, `hops` from the end: entries
+/// before it are whatever the client sent. Without the header (or with `hops` 0), the
+/// peer's address.
+pub fn client_address(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    hops: usize,
+) -> Option<std::net::IpAddr> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let written_by_trusted = forwarded.len().saturating_sub(hops);
+    forwarded
+        .get(written_by_trusted)
+        .and_then(|address| address.parse().ok())
+        .or(peer)
+}
+
 /// Wraps a service's API routes into the application its API port serves.
 pub fn app(api: Router, request_timeout: Duration) -> Router {
     api.fallback(not_found)
@@ -197,6 +227,33 @@ mod tests {
             };
             assert_eq!(header("cache-control").as_deref(), Some(expected), "{path}");
         }
+    }
+
+    #[test]
+    fn the_client_address_is_the_one_the_outermost_trusted_proxy_saw() {
+        use axum::http::{Extensions, HeaderMap, HeaderValue};
+        let mut extensions = Extensions::new();
+        extensions.insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [10, 0, 0, 9],
+            443,
+        ))));
+        let with = |forwarded: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in forwarded {
+                headers.append("x-forwarded-for", HeaderValue::from_static(value));
+            }
+            headers
+        };
+        let address = |headers: &HeaderMap, hops| {
+            client_address(headers, &extensions, hops).map(|a| a.to_string())
+        };
+        // The client forged the first entries; the ingress appended what it saw.
+        let forged = with(&["1.1.1.1, 2.2.2.2", "203.0.113.7"]);
+        assert_eq!(address(&forged, 1).as_deref(), Some("203.0.113.7"));
+        assert_eq!(address(&forged, 2).as_deref(), Some("2.2.2.2"));
+        assert_eq!(address(&forged, 0).as_deref(), Some("10.0.0.9"));
+        assert_eq!(address(&with(&[]), 1).as_deref(), Some("10.0.0.9"));
+        assert_eq!(address(&with(&["garbage"]), 1).as_deref(), Some("10.0.0.9"));
     }
 
     #[tokio::test]

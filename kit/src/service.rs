@@ -211,6 +211,8 @@ async fn run(
     }
 
     tracing::info!(service = name, %address, ops = %ops_address, "listening");
+    // The peer's address reaches handlers (`http::client_address`).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listeners.api, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await

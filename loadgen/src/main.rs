@@ -72,6 +72,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // invariant checker's Stripe ledger read included) need one installed first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stack = Stack::from_env()?;
+    if matches!(
+        command,
+        Command::Journeys { .. } | Command::Chaos { .. } | Command::ClusterChaos { .. }
+    ) {
+        eprintln!(
+            "loadgen: all its users come from one address; the stack must run with \
+             RATE_LIMITS=off (make bench, make chaos and make cluster-chaos set it), or \
+             auth's per-address limits answer 429 past 20 sign-ups an hour"
+        );
+    }
     match command {
         Command::Journeys {
             rate,

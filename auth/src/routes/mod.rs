@@ -27,6 +27,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The address the request came from, as the trusted ingress saw it (`None` when it
+/// cannot be told).
+pub struct Client(pub Option<std::net::IpAddr>);
+
+impl axum::extract::FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(kit::http::client_address(
+            &parts.headers,
+            &parts.extensions,
+            state.limits.config.trusted_proxy_hops,
+        )))
+    }
+}
+
 /// The body of sign-up and sign-in. Fields are read loosely and checked one by one,
 /// so that each wrong field gets its own message.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -4,6 +4,7 @@
 mod config;
 mod current_user;
 mod errors;
+mod limits;
 mod memory;
 mod signin;
 mod signout;

@@ -216,11 +216,19 @@ pub async fn durable(
         max_ack_pending: 1000,
         ..Default::default()
     };
-    nats.jetstream
+    // A stream with a leader answers within milliseconds. While NATS elects one (a
+    // node lost), a request with the default 5 s timeout would keep the next attempt,
+    // to the new leader, waiting for up to that long after the election.
+    let mut jetstream = nats.jetstream.clone();
+    jetstream.set_timeout(CONSUMER_REQUEST_TIMEOUT);
+    jetstream
         .create_consumer_on_stream(config, STREAM)
         .await
         .with_context(|| format!("creating consumer {name}"))
 }
+
+/// How long a request about a consumer (creating it, pulling from it) may wait.
+pub const CONSUMER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Which delivery of an event this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
