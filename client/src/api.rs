@@ -145,9 +145,27 @@ impl Api {
         cookie: Option<&HeaderValue>,
         body: Option<Value>,
     ) -> Result<Answer<T>, ApiError> {
+        self.call_for(area, method, path, cookie, body, None).await
+    }
+
+    /// As [`Self::call`], on behalf of the browser at `browser` (sent on as
+    /// `X-Forwarded-For`, so that auth counts sign-in attempts per browser, not all
+    /// of them as the client's own).
+    pub async fn call_for<T: DeserializeOwned>(
+        &self,
+        area: Area,
+        method: Method,
+        path: &str,
+        cookie: Option<&HeaderValue>,
+        body: Option<Value>,
+        browser: Option<std::net::IpAddr>,
+    ) -> Result<Answer<T>, ApiError> {
         let mut request = self.http.request(method, self.url(area, path));
         if let Some(cookie) = cookie {
             request = request.header(COOKIE, cookie);
+        }
+        if let Some(browser) = browser {
+            request = request.header("x-forwarded-for", browser.to_string());
         }
         if let Some(body) = body {
             request = request.json(&body);

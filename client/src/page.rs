@@ -29,7 +29,12 @@ struct CurrentUser {
 pub struct Visitor {
     pub session: Option<HeaderValue>,
     pub user: Option<User>,
+    /// The browser's address, as the ingress in front of the client saw it.
+    pub address: Option<std::net::IpAddr>,
 }
+
+/// Proxies in front of the client that append to `X-Forwarded-For`: the ingress.
+const TRUSTED_PROXY_HOPS: usize = 1;
 
 /// The `session` cookie of a request, as a `Cookie` header to forward.
 fn session_of(parts: &Parts) -> Option<HeaderValue> {
@@ -47,10 +52,13 @@ impl FromRequestParts<AppState> for Visitor {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let address =
+            kit::http::client_address(&parts.headers, &parts.extensions, TRUSTED_PROXY_HOPS);
         let Some(session) = session_of(parts) else {
             return Ok(Self {
                 session: None,
                 user: None,
+                address,
             });
         };
         let answer: CurrentUser = state
@@ -60,6 +68,7 @@ impl FromRequestParts<AppState> for Visitor {
         Ok(Self {
             session: Some(session),
             user: answer.current_user,
+            address,
         })
     }
 }
@@ -78,6 +87,7 @@ impl FromRequestParts<AppState> for SignedIn {
             Visitor {
                 session: Some(session),
                 user: Some(user),
+                ..
             } => Ok(Self { session, user }),
             _ => Err(PageError::SignIn),
         }

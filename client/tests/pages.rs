@@ -124,3 +124,48 @@ async fn unknown_pages_are_html_and_unknown_api_routes_json() {
         r#"{"errors":[{"message":"Not Found"}]}"#
     );
 }
+
+/// Sign-ins through the web client reach auth with the browser's address (the one the
+/// ingress saw), not the client's own: auth's per-address limits count browsers.
+#[tokio::test]
+async fn sign_ins_are_sent_on_with_the_browsers_address() {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = std::sync::Arc::clone(&seen);
+    let auth = TestServer::start(move |listener, stop| async move {
+        let app = axum::Router::new().route(
+            "/api/users/signin",
+            axum::routing::post(move |headers: HeaderMap| async move {
+                let forwarded = headers
+                    .get("x-forwarded-for")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                recorded.lock().unwrap().push(forwarded);
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({"errors": [{"message": "Invalid credentials"}]})),
+                )
+            }),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        Ok(())
+    })
+    .await;
+    let config = client::Config::for_tests(ApiUrls::all(&auth.url("")));
+    let server = TestServer::serve(config).await;
+    server.ready().await;
+    kit::install_tls_provider();
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(server.url("/auth/signin"))
+        .header("origin", server.url(""))
+        .header("x-forwarded-for", "1.2.3.4, 203.0.113.5")
+        .form(&[("email", "a@b.co"), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(*seen.lock().unwrap(), ["203.0.113.5"]);
+}

@@ -86,7 +86,18 @@ async fn submit(
     credentials: Credentials,
 ) -> Result<Response, PageError> {
     let body = json!({"email": credentials.email, "password": credentials.password});
-    match app.api.post::<Value>(Area::Auth, path, None, body).await {
+    let answer = app
+        .api
+        .call_for::<Value>(
+            Area::Auth,
+            reqwest::Method::POST,
+            path,
+            None,
+            Some(body),
+            visitor.address,
+        )
+        .await;
+    match answer {
         Ok(answer) => Ok(home_with_cookies(answer.cookies)),
         Err(ApiError::Refused { status, messages }) if status == StatusCode::BAD_REQUEST => {
             Ok(form(page, visitor, credentials.email, messages, status))
