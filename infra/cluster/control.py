@@ -192,6 +192,12 @@ def down(purge=False):
     pid = supervisor.running_pid()
     if pid:
         os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not supervisor.running_pid():
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
     names = podman.ours()
     if names:
         log(f"removing {len(names)} containers")

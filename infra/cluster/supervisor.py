@@ -83,7 +83,9 @@ class Supervisor:
         self.inspected = 0.0
         self.endpoints = None
         self.stopping = threading.Event()
-        self.lock = threading.Lock()
+        # Reentrant: a probe that finished before its callback was attached runs the
+        # callback (which takes the lock) at once, in the scheduling thread holding it.
+        self.lock = threading.RLock()
 
     # --- what podman says -------------------------------------------------------
     def refresh(self):

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 from unittest import mock
 
@@ -200,6 +201,36 @@ class Probes(unittest.TestCase):
             thread.assert_called_once()
             self.assertEqual(thread.call_args.kwargs["args"], (self.watched, "liveness"))
         self.assertFalse(self.watched.ready)
+
+    def test_a_probe_that_finishes_at_once_does_not_hang_the_loop(self):
+        """A probe done before its callback is attached runs the callback in the
+        scheduling thread, which holds the lock: with a plain Lock the supervisor hung
+        there for good (seen once: nothing became ready)."""
+        class Done:
+            def __init__(self, value):
+                self.value = value
+
+            def result(self):
+                return self.value
+
+            def add_done_callback(self, callback):
+                callback(self)
+
+        self.supervisor.pool = mock.Mock()
+        self.supervisor.pool.submit.side_effect = lambda fn, *args: Done((True, "HTTP 200"))
+        self.supervisor.info = {"orders-0": {"State": {"Status": "running"}}}
+        with mock.patch.object(supervisor.podman, "state", return_value="running"), \
+                mock.patch.object(self.supervisor, "address", return_value="10.0.0.1"):
+            finished = threading.Event()
+
+            def schedule():
+                with self.supervisor.lock:
+                    self.supervisor.schedule()
+                finished.set()
+
+            threading.Thread(target=schedule, daemon=True).start()
+            self.assertTrue(finished.wait(5), "the scheduling loop hung on its own lock")
+        self.assertTrue(self.watched.started)
 
     def test_a_probe_of_an_earlier_container_is_ignored(self):
         self.result("startup", True)
