@@ -77,6 +77,10 @@ http {{
   uwsgi_temp_path /tmp/uwsgi;
   scgi_temp_path /tmp/scgi;
   client_max_body_size {body_size()};
+  # ingress-nginx changes endpoints without a reload (its Lua balancer); this nginx
+  # reloads, and a reload closes idle client connections, racing a request sent on
+  # one ("connection reset"). So no client connection is kept idle here.
+  keepalive_timeout 0;
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   proxy_set_header Host $http_host;

@@ -73,6 +73,10 @@ TRANSLATIONS = [
      "synchronous standby; the manifest asks for 3), with the stanza's synchronous "
      "replication (ANY 1, dataDurability required: a commit waits for the standby); the "
      "harness does the operator's part (initdb, base backup, failover, pg_rewind)"),
+    ("ingress", "nginx with the rendered Ingress's routes, rewritten and reloaded when a "
+     "replica enters or leaves the rotation (ingress-nginx changes endpoints without a "
+     "reload); it keeps no idle client connections, which a reload would close under a "
+     "request"),
     ("left out", "HorizontalPodAutoscalers (replicas fixed at their minimum), "
      "PodDisruptionBudgets (the rolling restart takes one replica at a time), "
      "NetworkPolicies (podman enforces none; make infra-tests evaluates them), topology "
