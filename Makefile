@@ -7,13 +7,15 @@ export PG_PORT ?= 55432
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:$(PG_PORT)/postgres
 
 SQLX_CLI_VERSION := 0.9.0
+CARGO_DENY_VERSION := 0.20.2
 
 VENV := .stack/venv
 
 .PHONY: up down status dev test deps lint sqlx-prepare unit-and-integration stack-tests infra-tests bench chaos clean-test-databases \
 	images cluster cluster-down cluster-status cluster-chaos cluster-tests
 
-## up: the whole system on http://localhost:8080 (installs what is missing)
+## up: the whole system on http://localhost:8080 (installs what is missing);
+## MONITORING=on adds Prometheus on :9090 with the prod alerts
 up:
 	$(STACK) up
 
@@ -34,20 +36,24 @@ dev:
 test: deps lint unit-and-integration infra-tests stack-tests cluster-tests
 
 deps:
-	$(STACK) install
+	MONITORING=on $(STACK) install
 	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 	@cargo sqlx --version 2>/dev/null | grep -q "$(SQLX_CLI_VERSION)" || \
 		cargo install --locked sqlx-cli --version $(SQLX_CLI_VERSION) --no-default-features --features postgres,sqlx-toml
+	@cargo deny --version 2>/dev/null | grep -q "$(CARGO_DENY_VERSION)" || \
+		cargo install --locked cargo-deny --version $(CARGO_DENY_VERSION) --no-default-features
 
-## lint: formatting, clippy, the documentation, and the offline query data (.sqlx/)
-## against the migrations
+## lint: formatting, clippy, the documentation, the dependency tree's licences,
+## duplicates and sources (deny.toml), and the offline query data (.sqlx/) against
+## the migrations
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 	# The testcontainers path is for machines with a Docker engine; here it is only compiled.
 	cargo clippy -p testkit --features testcontainers --locked -- -D warnings
+	cargo deny --locked check licenses bans sources
 	$(STACK) with-postgres scripts/sqlx-data.sh check
 
 ## sqlx-prepare: regenerate .sqlx/ after changing a query or a migration

@@ -7,19 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-export STACK_DIR="$ROOT/.stack/bench"
-export STACK_PROFILE=release
-export PG_PORT="${BENCH_PG_PORT:-55434}"
-export NATS_PORT=24222 NATS_HTTP_PORT=28222 INGRESS_PORT=28080
-export SERVICE_PORT_BASE=23000 STANDIN_PORT=23111
-export EXPIRATION_WINDOW_SECONDS=10
-# Load from one machine is one client address: the per-address limits of sign-in and
-# sign-up (auth) are off for it; the per-account ones stay.
-export RATE_LIMITS=off
-echo "RATE_LIMITS=off: the per-address limits of sign-in and sign-up are off for this load from one address" >&2
-# Default logging (info, one line per request) as a user runs it; to a file.
-export RUST_LOG="${RUST_LOG:-info}"
-
+source scripts/bench-env.sh
 command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 cargo build --release --workspace --bins --locked -q
 trap 'scripts/stack.sh down >/dev/null 2>&1 || true' EXIT

@@ -22,10 +22,8 @@ export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-15}"
 export CHARGE_RECONCILE_AFTER_SECONDS=5
 export SHUTDOWN_GRACE_SECONDS=10
 export STRIPE_TIMEOUT_SECONDS=5
-# Load from one machine is one client address: the per-address limits of sign-in and
-# sign-up (auth) are off for it; the per-account ones stay.
-export RATE_LIMITS=off
-echo "RATE_LIMITS=off: the per-address limits of sign-in and sign-up are off for this load from one address" >&2
+# Load from one machine: limits meant for people lifted (scripts/load-settings.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/load-settings.sh"
 
 flags=()
 [ "$STACK_PROFILE" = release ] && flags+=(--release)

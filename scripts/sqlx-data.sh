@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_PORT="${PG_PORT:-55432}"
 ADMIN="postgres://postgres@127.0.0.1:$PG_PORT"
 # crate and whether it is on the event bus (its database holds the bus tables too)
-CRATES=("bus 1" "auth 0" "tickets 1" "orders 1" "payments 1" "expiration 1")
+CRATES=("bus 1" "auth 1" "tickets 1" "orders 1" "payments 1" "expiration 1")
 
 psql_run() { psql -q -v ON_ERROR_STOP=1 "$@" >/dev/null; }
 

@@ -2,7 +2,8 @@
 # The tests that need the whole local stack, as `make up` runs it (the last part of
 # `make test`): a stack of its own is started (debug builds, its own ports and data
 # under .stack/test, a short expiration window), then
-#   - the stack tests (e2e/tests/stack.rs: the ingress, bindings, a NATS outage),
+#   - the stack tests (e2e/tests/stack.rs: the ingress, bindings, a NATS outage, the
+#     dashboard's queries and an alert against Prometheus: MONITORING=on),
 #   - the browser tests (e2e/browser: Playwright driving Debian's Chromium),
 #   - a short chaos run with its invariant checker (loadgen chaos; two minutes: quiet
 #     at both ends, so that every kind of journey also runs with nothing broken), then
@@ -24,11 +25,12 @@ export EXPIRATION_WINDOW_SECONDS="${EXPIRATION_WINDOW_SECONDS:-20}"
 export SHUTDOWN_GRACE_SECONDS=10
 # For the chaos run: interrupted charges reconciled soon, Stripe hangs bounded.
 export CHARGE_RECONCILE_AFTER_SECONDS=5 STRIPE_TIMEOUT_SECONDS=5
-# Load from one machine is one client address: the per-address limits of sign-in and
-# sign-up (auth) are off for it; the per-account ones stay.
-export RATE_LIMITS=off
-echo "RATE_LIMITS=off: the per-address limits of sign-in and sign-up are off for this load from one address" >&2
+# Load from one machine: limits meant for people lifted (scripts/load-settings.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/load-settings.sh"
 export STACK_URL="http://localhost:$INGRESS_PORT"
+# Prometheus with the prod rules, for the monitoring test (every dashboard query, an alert).
+export MONITORING=on PROMETHEUS_PORT=19090
+export PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
 # Small, so that the stack tests can see a log moved aside.
 export LOG_MAX_MB=2
 

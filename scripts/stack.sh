@@ -18,15 +18,21 @@
 #                                     run CMD with the cluster up; stop it afterwards if it
 #                                     was not running before (what `make test` does)
 #
+#   scripts/stack.sh prometheus-rules the alerts and recording rules as a Prometheus rule
+#                                     file (the prod PrometheusRule's spec)
+#
 # Settings (environment): STACK_DIR (.stack), STACK_PROFILE (release; debug for tests and
-# `make dev`), PG_PORT (55432), NATS_PORT (4222), NATS_HTTP_PORT (8222), INGRESS_PORT
+# `make dev`), MONITORING (off; on: Prometheus on PROMETHEUS_PORT, 9090, scraping every
+# service with the prod alerts), PG_PORT (55432), NATS_PORT (4222), NATS_HTTP_PORT (8222), INGRESS_PORT
 # (8080), SERVICE_PORT_BASE (3000: auth on 3001 ... client on 3006), OPS_PORT_BASE
 # (SERVICE_PORT_BASE + 1000: their operational endpoints), STANDIN_PORT (12111),
 # and those handed to the services unchanged: JWT_KEY (else a random one kept in
 # $STACK_DIR/jwt-key), EXPIRATION_WINDOW_SECONDS, RATE_LIMITS (on; off for load tests),
+# MAX_ACTIVE_ORDERS_PER_USER, every OTEL_* (traces: README § Traces),
 # STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
 # LOG_FORMAT, SHUTDOWN_GRACE_SECONDS; LOG_MAX_MB (64): the size at which a log under
-# $STACK_DIR/logs is moved to <name>.log.1 and started again.
+# $STACK_DIR/logs is moved to <name>.log.1 and started again. `up` keeps the settings it
+# was given in $STACK_DIR/settings, and a part started later on its own runs with them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +43,29 @@ RUN="$STACK/run"
 LOGS="$STACK/logs"
 # Downloaded tools are shared by every stack of this checkout.
 BIN="$ROOT/.stack/bin"
+# The settings `up` was given (ports and what is handed to the services), kept so that a
+# part started on its own afterwards (`scripts/stack.sh restart orders`) runs as `up`
+# ran it; a setting in the environment still wins. `up` writes them anew each time.
+SETTINGS_FILE="$STACK/settings"
+KEPT_SETTINGS="PG_PORT NATS_PORT NATS_HTTP_PORT INGRESS_PORT SERVICE_PORT_BASE OPS_PORT_BASE STANDIN_PORT
+  MONITORING PROMETHEUS_PORT COOKIE_SECURE RUST_LOG LOG_FORMAT EXPIRATION_WINDOW_SECONDS RATE_LIMITS
+  MAX_ACTIVE_ORDERS_PER_USER STRIPE_KEY STRIPE_API_BASE STRIPE_PUBLISHABLE_KEY SESSION_TTL_SECONDS
+  SHUTDOWN_GRACE_SECONDS CHARGE_RECONCILE_AFTER_SECONDS STRIPE_TIMEOUT_SECONDS"
+if [ "${1:-}" != up ] && [ -f "$SETTINGS_FILE" ]; then
+  while IFS='=' read -r setting value; do
+    if [ -n "$setting" ] && [ -z "${!setting+set}" ]; then export "$setting=$value"; fi
+  done < "$SETTINGS_FILE"
+fi
+save_settings() {
+  local setting
+  (
+    umask 077
+    for setting in $KEPT_SETTINGS $(compgen -e | grep '^OTEL_' || true); do
+      if [ -n "${!setting+set}" ]; then printf '%s=%s\n' "$setting" "${!setting}"; fi
+    done > "$SETTINGS_FILE.new"
+  )
+  mv "$SETTINGS_FILE.new" "$SETTINGS_FILE"
+}
 PG_PORT="${PG_PORT:-55432}"
 NATS_PORT="${NATS_PORT:-4222}"
 NATS_HTTP_PORT="${NATS_HTTP_PORT:-8222}"
@@ -46,6 +75,10 @@ SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-3000}"
 # from OPS_PORT_BASE (auth on 4001 ... client on 4006), which nginx never routes to.
 OPS_PORT_BASE="${OPS_PORT_BASE:-$((SERVICE_PORT_BASE + 1000))}"
 STANDIN_PORT="${STANDIN_PORT:-12111}"
+MONITORING="${MONITORING:-off}"
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}"
+# The alerts, as the prod overlay gives them to the prometheus-operator.
+RULES="$ROOT/infra/k8s/components/monitoring/prometheus-rule.yaml"
 NATS_VERSION="${NATS_VERSION:-2.15.1}"
 # The build the stack runs, unless STACK_PROFILE says otherwise (`make dev` and the tests
 # ask for debug): release for `up`, whatever ran before; for a part started or
@@ -59,7 +92,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 # Services: name, port, database (- for none), on the bus (1/0), ingress path (- for none).
 SERVICES=(
-  "auth $((SERVICE_PORT_BASE + 1)) auth 0 /api/users"
+  "auth $((SERVICE_PORT_BASE + 1)) auth 1 /api/users"
   "tickets $((SERVICE_PORT_BASE + 2)) tickets 1 /api/tickets"
   "orders $((SERVICE_PORT_BASE + 3)) orders 1 /api/orders"
   "payments $((SERVICE_PORT_BASE + 4)) payments 1 /api/payments"
@@ -122,6 +155,8 @@ install() {
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v curl >/dev/null || missing+=(curl)
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
+  # Prometheus and promtool (the rule tests), for MONITORING=on and `make deps`.
+  [ "$MONITORING" = on ] && ! command -v prometheus >/dev/null && missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -q
@@ -260,13 +295,21 @@ start_nats() {
   mkdir -p "$STACK/nats" "$RUN" "$LOGS"
   # fsync before acknowledging: with lazy fsync an acknowledged event can vanish in a
   # crash, and the outbox would then believe it was delivered.
+  # A user per service with only its own rights, as in the cluster (the committed
+  # authorization block, bus::permissions); anonymous clients are refused.
+  cp "$ROOT/infra/k8s/base/nats-authorization.conf" "$STACK/nats/authorization.conf"
   cat > "$STACK/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
 http: 127.0.0.1:$NATS_HTTP_PORT
 jetstream { store_dir: "$STACK/nats/data", sync_interval: always }
+include ./authorization.conf
 CONF
+  local user passwords=()
+  for user in $NATS_USERS; do
+    passwords+=("NATS_PASSWORD_${user^^}=$(nats_password "$user")")
+  done
   log "starting nats-server on 127.0.0.1:$NATS_PORT"
-  nohup "$BIN/nats-server" -c "$STACK/nats/nats.conf" >>"$LOGS/nats.log" 2>&1 &
+  env "${passwords[@]}" nohup "$BIN/nats-server" -c "$STACK/nats/nats.conf" >>"$LOGS/nats.log" 2>&1 &
   echo $! > "$RUN/nats.pid"
   for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$NATS_HTTP_PORT/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
   die "nats-server did not start; see $LOGS/nats.log"
@@ -289,6 +332,23 @@ jwt_key() {
   cat "$STACK/jwt-key"
 }
 
+# The NATS users: the services on the bus, and admin for operators' tools (loadgen).
+NATS_USERS="auth tickets orders payments expiration admin"
+
+# A NATS user's password: made at random for this stack on first use and kept in
+# $STACK/nats/passwords/<user> (loadgen reads admin's there).
+nats_password() {
+  local file="$STACK/nats/passwords/$1"
+  if [ ! -s "$file" ]; then
+    mkdir -p "$STACK/nats/passwords"
+    # A letter first: NATS reads it from its environment as an unquoted value, which
+    # must not look like a number.
+    (umask 077 && printf 'n%s' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" > "$file.new")
+    mv "$file.new" "$file"
+  fi
+  cat "$file"
+}
+
 service_env() {
   local name="$1" port="$2" db="$3" bus="$4"
   echo "PORT=$port"
@@ -307,19 +367,58 @@ service_env() {
   if [ -z "${STRIPE_KEY:-}" ] && [ "$name" = client ]; then
     echo "STRIPE_API_BASE=http://127.0.0.1:$STANDIN_PORT"
   fi
-  [ "$bus" = 1 ] && echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
+  if [ "$bus" = 1 ]; then
+    echo "NATS_URL=nats://127.0.0.1:$NATS_PORT"
+    echo "NATS_PASSWORD=$(nats_password "$name")"
+  fi
   # The web client calls the API through the ingress, as a browser would.
   [ "$name" = client ] && echo "API_BASE_URL=http://127.0.0.1:$INGRESS_PORT"
   # Settings a user may pass to `make up`, handed on unchanged.
   local setting
-  for setting in EXPIRATION_WINDOW_SECONDS RATE_LIMITS STRIPE_KEY STRIPE_API_BASE STRIPE_PUBLISHABLE_KEY \
+  for setting in EXPIRATION_WINDOW_SECONDS RATE_LIMITS MAX_ACTIVE_ORDERS_PER_USER STRIPE_KEY STRIPE_API_BASE STRIPE_PUBLISHABLE_KEY \
     SESSION_TTL_SECONDS SHUTDOWN_GRACE_SECONDS CHARGE_RECONCILE_AFTER_SECONDS STRIPE_TIMEOUT_SECONDS; do
     [ -n "${!setting:-}" ] && echo "$setting=${!setting}"
   done
+  # OpenTelemetry's settings (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...), to
+  # every service (the stand-in has no traces).
+  if [ "$name" != stripe-standin ]; then
+    for setting in $(compgen -e | grep '^OTEL_' || true); do echo "$setting=${!setting}"; done
+  fi
   return 0
 }
 
 binary_of() { echo "$TARGET_DIR/$PROFILE/$1"; }
+
+# The PrometheusRule's spec as a plain Prometheus rule file: the lines under `spec:`,
+# two spaces less indented (the file keeps that shape; infra/tests checks the result).
+prometheus_rules() { sed -n '/^spec:$/,$p' "$RULES" | sed '1d; s/^  //'; }
+
+# Prometheus (Debian's package) scraping every service's ops port every 5 s, each
+# series labelled with its service as the prod PodMonitors do, with the prod rules
+# evaluated as often (`make up MONITORING=on`).
+start_prometheus() {
+  command -v prometheus >/dev/null || die "prometheus is not installed; run: MONITORING=on scripts/stack.sh install"
+  stop_processes prometheus
+  port_taken "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is taken by another program (Debian's own prometheus service? systemctl disable --now prometheus); choose another with PROMETHEUS_PORT"
+  mkdir -p "$STACK/prometheus/data" "$RUN" "$LOGS"
+  prometheus_rules > "$STACK/prometheus/rules.yaml"
+  local entry name port
+  {
+    printf 'global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nrule_files: [rules.yaml]\nscrape_configs:\n'
+    for entry in "${SERVICES[@]}"; do
+      read -r name port _ <<<"$entry"
+      [ "$name" = stripe-standin ] && continue
+      printf '  - job_name: %s\n    static_configs:\n    - targets: ["127.0.0.1:%s"]\n      labels: {service: %s}\n' \
+        "$name" "$(ops_port_of "$name" "$port")" "$name"
+    done
+  } > "$STACK/prometheus/prometheus.yml"
+  log "starting prometheus on http://localhost:$PROMETHEUS_PORT"
+  nohup prometheus --config.file="$STACK/prometheus/prometheus.yml" --storage.tsdb.path="$STACK/prometheus/data" \
+    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >>"$LOGS/prometheus.log" 2>&1 &
+  echo $! > "$RUN/prometheus.pid"
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "prometheus did not start; see $LOGS/prometheus.log"
+}
 
 start_service() {
   local name="$1" port="$2" db="$3"
@@ -415,6 +514,10 @@ http {
   proxy_set_header Host \$http_host;
   proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
   proxy_set_header X-Forwarded-Proto \$scheme;
+  # A request id for every request (the caller's, else one of nginx's), which the
+  # services' log lines name, as ingress-nginx sets it.
+  map \$http_x_request_id \$req_id { default \$http_x_request_id; "" \$request_id; }
+  proxy_set_header X-Request-ID \$req_id;
   $limit_zone
   server {
     listen $INGRESS_PORT;
@@ -476,6 +579,7 @@ build() {
 }
 
 up() {
+  save_settings
   install
   start_postgres
   start_nats
@@ -484,15 +588,18 @@ up() {
   local entry
   for entry in "${SERVICES[@]}"; do start_service $entry; done
   start_nginx
+  if [ "$MONITORING" = on ]; then start_prometheus; else stop_processes prometheus; fi
   start_log_keeper
   for entry in "${SERVICES[@]}"; do read -r name port _ <<<"$entry"; wait_ready "$name" "$port"; done
   log "Ticketing is up: http://localhost:$INGRESS_PORT  (logs: $LOGS, stop: make down)"
+  [ "$MONITORING" = on ] && log "Prometheus: http://localhost:$PROMETHEUS_PORT/alerts (the dashboard's queries: infra/k8s/components/monitoring/dashboard.json)"
+  return 0
 }
 
 down() {
   stop_nginx
   stop_processes "${ALL_SERVICES[@]}"
-  stop_processes nats keep-logs
+  stop_processes nats keep-logs prometheus
   stop_postgres
   log "stopped"
 }
@@ -500,7 +607,7 @@ down() {
 status() {
   local entry name
   pg_running && echo "postgres: running on $PG_PORT" || echo "postgres: stopped"
-  for name in nats $(for entry in "${SERVICES[@]}"; do echo "${entry%% *}"; done) nginx; do
+  for name in nats $(for entry in "${SERVICES[@]}"; do echo "${entry%% *}"; done) nginx prometheus; do
     if ours "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }
@@ -525,6 +632,11 @@ part() {
       case "$action" in
         start | restart) start_nginx ;;
         stop) stop_nginx ;;
+      esac ;;
+    prometheus)
+      case "$action" in
+        start | restart) start_prometheus ;;
+        stop) stop_processes prometheus ;;
       esac ;;
     *)
       local entry; entry="$(entry_of "$name")" || die "unknown part: $name"
@@ -556,6 +668,7 @@ case "${1:-}" in
   start-nats) start_nats ;;
   keep-logs) keep_logs ;;
   nginx-config) nginx_config ;;
+  prometheus-rules) prometheus_rules ;;
   kill)
     shift
     for name in "$@"; do
@@ -564,5 +677,5 @@ case "${1:-}" in
   service-env)
     entry="$(entry_of "${2:-}")" || die "unknown service: ${2:-}"
     service_env $entry ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

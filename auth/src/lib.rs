@@ -2,7 +2,9 @@
 //! sign out and the current user.
 //!
 //! It owns the `users` table and is the only service that writes the session
-//! cookie; every other service only reads it. It publishes no events.
+//! cookie; every other service only reads it. Its one event is `session.revoked`,
+//! which a sign-out appends to its outbox; like every service that reads sessions,
+//! each of its replicas follows that subject and refuses revoked tokens.
 
 pub mod limits;
 pub mod password;
@@ -12,9 +14,10 @@ pub mod user;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use bus::{BusConfig, Listeners, OnBus};
 use common::{Secret, SessionKeys};
 use kit::config::{self, ConfigError, Env, HttpConfig};
-use kit::db::{DatabaseConfig, Pools};
+use kit::db::DatabaseConfig;
 use kit::{App, Service};
 use sqlx::PgPool;
 
@@ -26,6 +29,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
+    pub bus: BusConfig,
     /// `JWT_KEY`: signs the sessions this service issues.
     pub jwt_key: Secret,
     /// `SESSION_TTL_SECONDS` (default one day): how long a session stays valid.
@@ -41,11 +45,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings for tests: the test database, the test JWT key, plain-http cookies.
-    pub fn for_tests(database_url: &str) -> Self {
+    /// Settings for tests: the test database and NATS, the test JWT key, plain-http
+    /// cookies.
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             http: HttpConfig::for_tests(),
             database: DatabaseConfig::for_tests(database_url),
+            bus: BusConfig::for_tests(nats_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
             session_ttl: Duration::from_secs(3600),
             cookie_secure: false,
@@ -76,6 +82,7 @@ impl Service for Config {
             cookie_secure: env.optional("COOKIE_SECURE", true)?,
             hashing_threads: env.optional("PASSWORD_HASHING_THREADS", 2)?,
             limits: limits::LimitConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
         };
         config::refuse_dev_key_when_secure(&config.jwt_key, config.cookie_secure)?;
         Ok(config)
@@ -86,20 +93,32 @@ impl Service for Config {
     }
 
     async fn start(self) -> anyhow::Result<App> {
-        let pools = Pools::connect(&self.database).await?;
-        pools.migrate(&MIGRATOR).await?;
+        let mut backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let keys = SessionKeys::new(&self.jwt_key, self.session_ttl, self.cookie_secure);
+        backend.follow_sessions(&keys).await;
+        let pool = backend.pools.http.clone();
         let state = AppState {
-            pool: pools.http.clone(),
-            keys: SessionKeys::new(&self.jwt_key, self.session_ttl, self.cookie_secure),
+            limits: limits::Limits::new(pool.clone(), self.limits),
+            pool,
+            keys,
             hasher: Hasher::new(self.hashing_threads)?,
-            limits: limits::Limits::new(pools.http.clone(), self.limits),
         };
         let pruning = state.limits.clone();
-        Ok(App::new(routes::router(state))
+        Ok(backend
+            .app(routes::router(state))
             .with_task("prune-attempts", move |stop| {
                 prune_attempts(pruning.clone(), stop)
-            })
-            .with_part(pools))
+            }))
+    }
+}
+
+impl OnBus for Config {
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+
+    /// None: auth only publishes (`session.revoked`), and follows that subject as
+    /// every service reading sessions does, outside any durable consumer.
+    fn listeners() -> Listeners {
+        Listeners::new()
     }
 }
 

@@ -53,17 +53,7 @@ pub struct LimitConfig {
 
 impl LimitConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let switch: String = env.optional("RATE_LIMITS", "on".to_owned())?;
-        let per_address = match switch.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    name: "RATE_LIMITS",
-                    problem: "must be on or off".into(),
-                });
-            }
-        };
+        let per_address = kit::limits::rate_limits_on(env)?;
         Ok(Self {
             per_address,
             failures_per_account: env.optional("SIGNIN_FAILURES_PER_ACCOUNT", 5)?,
@@ -112,6 +102,8 @@ const TOO_MANY_SIGNUPS: &str = "Too many failed sign-ups; try again later";
 
 impl Limits {
     pub fn new(pool: PgPool, config: LimitConfig) -> Self {
+        // Counted from zero, so that the first failure shows as an increase.
+        metrics::counter!("auth_signin_failures_total").increment(0);
         Self {
             pool,
             config,

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    kit::main::<auth::Config>()
+    bus::main::<auth::Config>()
 }

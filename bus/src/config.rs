@@ -1,7 +1,9 @@
 //! The bus's settings, from the environment.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::Secret;
 use kit::config::{ConfigError, Env};
 use kit::retry::Backoff;
 
@@ -12,6 +14,14 @@ pub use crate::stream::StreamSettings;
 pub struct BusConfig {
     /// `NATS_URL` (required).
     pub nats_url: String,
+    /// Who the service is on the bus: `NATS_USER` (default: the service's name) and
+    /// `NATS_PASSWORD`, without which it connects anonymously (tests; a NATS with
+    /// users refuses that). See [`crate::permissions`] for what each user may do.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    /// `NATS_CA_FILE`: the CA that signed the NATS servers' certificates; when set,
+    /// the connection must be TLS and the server's certificate is checked against it.
+    pub nats_ca_file: Option<PathBuf>,
     /// `STREAM_REPLICAS`, `STREAM_MAX_BYTES`, `STREAM_MAX_AGE_DAYS`: the stream's
     /// copies and limits (see [`StreamSettings`]). An existing stream is updated to them.
     pub stream: StreamSettings,
@@ -47,6 +57,9 @@ impl BusConfig {
         let defaults = StreamSettings::default();
         let config = Self {
             nats_url: env.required("NATS_URL")?,
+            nats_user: env.maybe("NATS_USER")?,
+            nats_password: env.maybe::<String>("NATS_PASSWORD")?.map(Secret::new),
+            nats_ca_file: env.maybe::<String>("NATS_CA_FILE")?.map(PathBuf::from),
             stream: StreamSettings {
                 replicas: env.optional("STREAM_REPLICAS", defaults.replicas)?,
                 max_bytes: env.optional("STREAM_MAX_BYTES", defaults.max_bytes)?,
@@ -72,6 +85,9 @@ impl BusConfig {
     pub fn for_tests(nats_url: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
+            nats_user: None,
+            nats_password: None,
+            nats_ca_file: None,
             stream: StreamSettings::default(),
             max_failures: 50,
             retry_max_delay: Duration::from_secs(5),
@@ -85,6 +101,19 @@ impl BusConfig {
 }
 
 impl BusConfig {
+    /// How `service` reaches NATS: as the user `NATS_USER` (its own name unless
+    /// told otherwise) when a password is given.
+    pub fn access(&self, service: &str) -> crate::stream::Access {
+        crate::stream::Access {
+            url: self.nats_url.clone(),
+            credentials: self.nats_password.as_ref().map(|password| {
+                let user = self.nats_user.clone().unwrap_or_else(|| service.to_owned());
+                (user, password.clone())
+            }),
+            ca_file: self.nats_ca_file.clone(),
+        }
+    }
+
     /// Redelivery delays of a failed or waiting event: 50 ms, doubling up to
     /// `EVENT_RETRY_MAX_DELAY_SECONDS`.
     pub fn retry_backoff(&self) -> Backoff {

@@ -11,7 +11,10 @@
 //!   their retry and parking policy;
 //! - [`parked`]: the operator's view of events that could not be handled, and
 //!   re-driving them;
+//! - [`permissions`]: what each service's NATS user may publish and receive;
 //! - [`prune`]: keeping the bookkeeping tables from growing for ever;
+//! - `sessions` (feature `sessions`): every replica following sign-outs
+//!   (`session.revoked`), so that a revoked session is refused everywhere;
 //! - [`service`]: a service on the bus ([`OnBus`]) and the [`Backend`] that connects
 //!   it, plugged into the service kit as a part; [`main`] is its binary's command
 //!   line, with the `parked` commands.
@@ -23,8 +26,11 @@ pub mod config;
 pub mod consumer;
 pub mod outbox;
 pub mod parked;
+pub mod permissions;
 pub mod prune;
 pub mod service;
+#[cfg(feature = "sessions")]
+pub mod sessions;
 pub mod stream;
 pub mod tx;
 

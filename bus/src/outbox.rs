@@ -18,6 +18,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use common::events::Event;
 use kit::retry::Backoff;
+use kit::telemetry::trace;
 use sqlx::postgres::{PgArguments, PgQueryResult};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
@@ -43,15 +44,23 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// lock again: a replica cut off from NATS must not hold up the one that is not.
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The header that tells a consumer when its event was appended to the outbox
+/// (microseconds since the Unix epoch), from which it measures the event's lag
+/// (`event_lag_seconds`): the whole way from the commit to the handling, outbox
+/// and relay included, which JetStream's own timestamp (the publish) leaves out.
+pub const APPENDED_AT_HEADER: &str = "Ticketing-Appended-At";
+
 /// Appends `event` to the outbox inside the caller's transaction and returns its id
 /// (the `Nats-Msg-Id` it will be published with).
 pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
     let staged = Staged::new(event)?;
     sqlx::query!(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json)",
+        "INSERT INTO outbox (event_id, subject, payload, traceparent)
+         VALUES ($1, $2, $3::text::json, $4)",
         staged.event_id,
         staged.subject,
         staged.payload,
+        staged.traceparent,
     )
     .execute(&mut **tx)
     .await
@@ -64,7 +73,8 @@ pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
 /// as the change it announces, with a data-modifying `WITH`:
 ///
 /// ```sql
-/// WITH event AS (INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3::text::json))
+/// WITH event AS (INSERT INTO outbox (event_id, subject, payload, traceparent)
+///                VALUES ($1, $2, $3::text::json, $4))
 /// INSERT INTO tickets ...
 /// ```
 ///
@@ -81,6 +91,8 @@ pub struct Staged {
     pub subject: &'static str,
     /// The event as JSON text, for `$n::text::json`.
     pub payload: String,
+    /// The context of the span appending it, while traces are on.
+    pub traceparent: Option<String>,
 }
 
 impl Staged {
@@ -90,6 +102,7 @@ impl Staged {
             subject: E::SUBJECT.as_str(),
             payload: serde_json::to_string(event)
                 .with_context(|| format!("serialising {}", E::SUBJECT))?,
+            traceparent: trace::current_traceparent(),
         })
     }
 
@@ -106,6 +119,21 @@ impl Staged {
     }
 }
 
+/// The span of one event's publish, with OpenTelemetry's messaging conventions.
+fn publish_span(row: &Row) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", row.subject),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %row.subject,
+        messaging.message.id = %row.event_id,
+    )
+}
+
 /// Publishes what the outbox holds.
 #[derive(Clone)]
 pub struct Relay {
@@ -119,6 +147,9 @@ struct Row {
     event_id: Uuid,
     subject: String,
     payload: String,
+    /// When the event was appended, in microseconds since the Unix epoch.
+    appended_at: i64,
+    traceparent: Option<String>,
 }
 
 impl Relay {
@@ -230,7 +261,9 @@ impl Relay {
             .context("outbox: taking the relay lock")?;
         let mut rows = sqlx::query_as!(
             Row,
-            r#"SELECT seq, event_id, subject, payload::text AS "payload!"
+            r#"SELECT seq, event_id, subject, payload::text AS "payload!",
+                      (extract(epoch FROM created_at) * 1000000)::bigint AS "appended_at!",
+                      traceparent
                FROM outbox ORDER BY seq LIMIT $1"#,
             BATCH as i64,
         )
@@ -245,11 +278,28 @@ impl Relay {
         // Send the whole batch, then wait for the acknowledgements in order: one round
         // trip per batch rather than per event.
         let mut pending = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         for row in &mut rows {
             let payload = Bytes::from(std::mem::take(&mut row.payload));
-            let publish = PublishMessage::build()
+            let mut publish = PublishMessage::build()
                 .payload(payload)
-                .message_id(row.event_id.to_string());
+                .message_id(row.event_id.to_string())
+                .header(APPENDED_AT_HEADER, row.appended_at.to_string());
+            // While traces are on, the publish is a span of the appending span's trace,
+            // and the consumers' spans are its children.
+            let span = row
+                .traceparent
+                .as_deref()
+                .filter(|_| trace::enabled())
+                .map(|parent| {
+                    let span = publish_span(row);
+                    trace::continue_from(&span, Some(parent));
+                    span
+                });
+            if let Some(traceparent) = span.as_ref().and_then(trace::traceparent_of) {
+                publish = publish.header(trace::TRACEPARENT, traceparent);
+            }
+            spans.push(span);
             pending.push(
                 self.jetstream
                     .send_publish(row.subject.clone(), publish)
@@ -258,7 +308,7 @@ impl Relay {
         }
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
-        for (row, ack) in rows.iter().zip(pending) {
+        for ((row, ack), span) in rows.iter().zip(pending).zip(spans) {
             let acknowledged = match ack {
                 Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
                 Err(error) => Err(error.into()),
@@ -271,6 +321,9 @@ impl Relay {
                     published.push(row.seq);
                 }
                 Err(error) => {
+                    if let Some(span) = &span {
+                        span.record("otel.status_code", "error");
+                    }
                     failure =
                         Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
                     break;

@@ -54,21 +54,35 @@ impl Backend {
         let pools = Pools::connect(database).await?;
         migrate(&pools.events).await?;
         pools.migrate(S::MIGRATOR).await?;
-        let nats = stream::connect(&config.nats_url, S::NAME, &config.stream).await?;
+        let nats = stream::connect_with(&config.access(S::NAME), S::NAME, &config.stream).await?;
         let consumers = Consumers::new(S::NAME, pools.events.clone(), config, S::listeners());
         let pruner = BUS_TABLES.iter().chain(S::PRUNED).fold(
             Pruner::new(pools.events.clone(), config.retention),
             |pruner, &(table, column)| pruner.table(table, column),
         );
         let bus = Bus {
+            #[cfg(feature = "sessions")]
+            service: S::NAME,
             pools: pools.clone(),
             nats,
             consumers,
             pruner,
             prune_interval: config.prune_interval,
             relay: None,
+            #[cfg(feature = "sessions")]
+            sessions: None,
         };
         Ok(Self { pools, bus })
+    }
+
+    /// Makes `keys` refuse every session signed out anywhere: reads the revocations
+    /// already published (a few seconds at most) before the service serves, then
+    /// follows new ones in the background ([`crate::sessions`]).
+    #[cfg(feature = "sessions")]
+    pub async fn follow_sessions(&mut self, keys: &common::SessionKeys) {
+        let reading =
+            crate::sessions::catch_up(&self.bus.nats.jetstream, self.bus.service, keys).await;
+        self.bus.sessions = Some((keys.clone(), reading));
     }
 
     /// The app serving `api` on this backend: `/readyz` follows the database, the
@@ -93,6 +107,8 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// The bus as a part of the service.
 struct Bus {
+    #[cfg(feature = "sessions")]
+    service: &'static str,
     pools: Pools,
     nats: Nats,
     consumers: Consumers,
@@ -101,6 +117,9 @@ struct Bus {
     /// The relay's workers and their token, once started: the relay outlives the
     /// rest, to publish what they committed while stopping.
     relay: Option<(Workers, CancellationToken)>,
+    /// The keys that follow sign-outs, and the reading of them begun before serving.
+    #[cfg(feature = "sessions")]
+    sessions: Option<(common::SessionKeys, crate::sessions::Reading)>,
 }
 
 /// How long a stopping service may spend publishing what its outbox still holds.
@@ -112,7 +131,16 @@ impl Part for Bus {
     }
 
     fn start(&mut self, workers: &Workers, stop: &CancellationToken) {
+        self.pools.start(workers, stop); // the pools' usage gauges
         self.consumers.spawn(workers, &self.nats, stop);
+        #[cfg(feature = "sessions")]
+        if let Some((keys, reading)) = self.sessions.clone() {
+            let (jetstream, service) = (self.nats.jetstream.clone(), self.service);
+            workers.supervise("sessions", stop.clone(), move |stop| {
+                let (keys, reading) = (keys.clone(), reading.clone());
+                crate::sessions::follow(jetstream.clone(), service, keys, reading, stop)
+            });
+        }
         let (pruner, interval) = (self.pruner.clone(), self.prune_interval);
         workers.supervise("pruner", stop.clone(), move |stop| {
             pruner.clone().run(interval, stop)

@@ -1,9 +1,11 @@
 //! Connecting to NATS and declaring the `TICKETING` stream.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use common::Secret;
 pub use common::events::STREAM;
 use common::events::Subject;
 use kit::retry::Patience;
@@ -44,23 +46,63 @@ impl Default for StreamSettings {
     }
 }
 
-/// Connects to NATS (waiting up to 30 s for it to come up) and makes sure the stream
-/// exists as `settings` say. Once connected, the client reconnects on its own for as
-/// long as it lives; the connection state is logged and exported as the
-/// `nats_connected` gauge.
+/// How a service reaches NATS and who it is there.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub url: String,
+    /// User and password, if the server has users (it then refuses anonymous clients).
+    pub credentials: Option<(String, Secret)>,
+    /// The CA of the servers' certificates: TLS is required and checked against it.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Access {
+    /// Anonymous, plain: what a test's private server accepts.
+    pub fn anonymous(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Connects anonymously (a test's private server) to `url`; see [`connect_with`].
 pub async fn connect(
     url: &str,
     client_name: &str,
     settings: &StreamSettings,
 ) -> anyhow::Result<Nats> {
+    connect_with(&Access::anonymous(url), client_name, settings).await
+}
+
+/// Connects to NATS (waiting up to 30 s for it to come up) as `access` says, and
+/// makes sure the stream exists as `settings` say. Replies and deliveries come to
+/// inboxes under `_INBOX_<client_name>` (the only subjects a service's user may
+/// receive on: [`crate::permissions`]). Once connected, the client reconnects on its
+/// own for as long as it lives; the connection state is logged and exported as the
+/// `nats_connected` gauge.
+pub async fn connect_with(
+    access: &Access,
+    client_name: &str,
+    settings: &StreamSettings,
+) -> anyhow::Result<Nats> {
     let client = Patience::CONNECT
         .connect("NATS", || {
-            async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .name(client_name)
+                .custom_inbox_prefix(crate::permissions::inbox_prefix(client_name))
                 .connection_timeout(Duration::from_secs(2))
                 .max_reconnects(None)
-                .event_callback(|event| async move { report(&event) })
-                .connect(url)
+                .event_callback(|event| async move { report(&event) });
+            if let Some((user, password)) = &access.credentials {
+                options = options.user_and_password(user.clone(), password.expose().to_owned());
+            }
+            if let Some(ca_file) = &access.ca_file {
+                options = options
+                    .add_root_certificates(ca_file.clone())
+                    .require_tls(true);
+            }
+            options.connect(access.url.as_str())
         })
         .await?;
     metrics::gauge!("nats_connected").set(1.0);

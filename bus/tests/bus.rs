@@ -1116,3 +1116,136 @@ async fn events_flow_again_within_seconds_of_the_leaders_elected_after_a_node_is
         "an event waited {worst:.1} s after NATS had elected the new leaders"
     );
 }
+
+/// The `event_lag_seconds` bucket counts of `subject` as handled by this test's
+/// consumer, by upper bound, from the metrics the process renders.
+fn lag_buckets(subject: Subject) -> Vec<(String, u64)> {
+    let subject = format!(r#"subject="{subject}""#);
+    let consumer = format!(r#"consumer="{SERVICE}""#);
+    kit::telemetry::render_metrics()
+        .lines()
+        .filter(|line| line.starts_with("event_lag_seconds_bucket{"))
+        .filter(|line| line.contains(&subject) && line.contains(&consumer))
+        .filter_map(|line| {
+            let le = line.split(r#"le=""#).nth(1)?.split('"').next()?.to_owned();
+            let count = line.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_events_lag_is_measured_from_its_append_to_its_handling_per_subject_and_consumer() {
+    let before = kit::telemetry::render_metrics(); // installs the recorder
+    assert!(!before.contains("event_lag_seconds"), "{before}");
+    let bench = Bench::start().await;
+    // Two events appended 20 s ago (waiting in the outbox, as while NATS is away),
+    // three just now.
+    bench.commit_events(&ids(2)).await;
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '20 seconds'")
+        .execute(&bench.pool)
+        .await
+        .unwrap();
+    bench.commit_events(&ids(3)).await;
+    let recorder = Recorder::new("a");
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    bench.start_relay();
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 5)
+        .await;
+
+    wait_until("the five lags in the histogram", || async {
+        lag_buckets(Subject::ExpirationComplete)
+            .iter()
+            .any(|(le, count)| le == "+Inf" && *count == 5)
+    })
+    .await;
+    let count = |bound: &str| {
+        lag_buckets(Subject::ExpirationComplete)
+            .into_iter()
+            .find(|(le, _)| le == bound)
+            .map(|(_, count)| count)
+            .unwrap_or_else(|| panic!("no bucket le={bound}"))
+    };
+    // The fresh three within seconds; the two old ones at about 20 s, from their
+    // append, not from their publish a moment ago.
+    assert_eq!(count("10"), 3);
+    assert_eq!(count("30"), 5);
+    // Parked events are counted from zero, before any is parked.
+    let metrics = kit::telemetry::render_metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("events_parked_total{")
+                && line.contains(r#"subject="expiration.complete""#)
+                && line.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_events_publish_and_handling_join_the_trace_that_appended_it_redelivery_included() {
+    use testkit::otlp::SpanKind;
+    use tracing::Instrument as _;
+
+    let receiver = testkit::otlp::OtlpReceiver::start().await;
+    kit::telemetry::install_exporting_traces_to(&receiver.url);
+    assert!(kit::telemetry::trace::enabled());
+    let bench = Bench::start().await;
+    // The first delivery fails, so the event is delivered twice.
+    let recorder = Recorder::new("a");
+    recorder.failures_left.store(1, Ordering::SeqCst);
+    bench.start_consumer(recorder.clone(), &config(10, Duration::from_secs(5)));
+    bench.start_relay();
+    let request = tracing::info_span!("request");
+    let (trace_id, request_id) = kit::telemetry::trace::ids_of(&request).expect("recorded");
+    bench.commit_events(&ids(1)).instrument(request).await;
+
+    let spans = receiver
+        .wait_for("the publish and both deliveries", |spans| {
+            spans
+                .iter()
+                .filter(|s| s.kind == SpanKind::Consumer)
+                .count()
+                == 2
+                && spans.iter().any(|s| s.kind == SpanKind::Producer)
+        })
+        .await;
+    assert_eq!(recorder.calls(), 2);
+    let publish = spans.iter().find(|s| s.kind == SpanKind::Producer).unwrap();
+    assert_eq!(publish.name, "publish expiration.complete");
+    assert_eq!(
+        (publish.trace_id.as_str(), publish.parent_span_id.as_str()),
+        (trace_id.as_str(), request_id.as_str()),
+        "the publish is a child of the span that appended the event"
+    );
+    assert_eq!(publish.attribute("messaging.system"), Some("nats"));
+    assert_eq!(
+        publish.attribute("messaging.destination.name"),
+        Some("expiration.complete")
+    );
+    let event_id = publish.attribute("messaging.message.id").unwrap();
+    assert!(Uuid::parse_str(event_id).is_ok(), "{event_id}");
+    let mut deliveries: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Consumer)
+        .collect();
+    deliveries.sort_by_key(|s| s.attribute("delivered").map(str::to_owned));
+    for (delivered, span) in ["1", "2"].into_iter().zip(&deliveries) {
+        assert_eq!(span.name, "process expiration.complete");
+        assert_eq!(
+            span.trace_id, trace_id,
+            "delivery {delivered} is in the trace"
+        );
+        assert_eq!(
+            span.parent_span_id, publish.span_id,
+            "a child of the publish"
+        );
+        assert_eq!(span.attribute("delivered"), Some(delivered));
+        assert_eq!(span.attribute("messaging.message.id"), Some(event_id));
+        assert_eq!(
+            span.attribute("messaging.consumer.group.name"),
+            Some("bustest-expiration-complete")
+        );
+    }
+}

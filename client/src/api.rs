@@ -170,6 +170,10 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        // The page's trace goes on into the API (while traces are on).
+        if let Some(traceparent) = kit::telemetry::trace::current_traceparent() {
+            request = request.header(kit::telemetry::trace::TRACEPARENT, traceparent);
+        }
         let response = request
             .send()
             .await

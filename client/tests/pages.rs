@@ -125,10 +125,15 @@ async fn unknown_pages_are_html_and_unknown_api_routes_json() {
     );
 }
 
-/// Sign-ins through the web client reach auth with the browser's address (the one the
-/// ingress saw), not the client's own: auth's per-address limits count browsers.
-#[tokio::test]
-async fn sign_ins_are_sent_on_with_the_browsers_address() {
+/// A stand-in for auth that refuses every sign-in and records the value of `header` on
+/// each one it gets; and the client, calling it.
+async fn client_with_recording_auth(
+    header: &'static str,
+) -> (
+    TestServer,
+    TestServer,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use axum::http::HeaderMap;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let recorded = std::sync::Arc::clone(&seen);
@@ -136,11 +141,11 @@ async fn sign_ins_are_sent_on_with_the_browsers_address() {
         let app = axum::Router::new().route(
             "/api/users/signin",
             axum::routing::post(move |headers: HeaderMap| async move {
-                let forwarded = headers
-                    .get("x-forwarded-for")
+                let value = headers
+                    .get(header)
                     .map(|v| v.to_str().unwrap().to_owned())
                     .unwrap_or_default();
-                recorded.lock().unwrap().push(forwarded);
+                recorded.lock().unwrap().push(value);
                 (
                     axum::http::StatusCode::BAD_REQUEST,
                     axum::Json(serde_json::json!({"errors": [{"message": "Invalid credentials"}]})),
@@ -157,6 +162,14 @@ async fn sign_ins_are_sent_on_with_the_browsers_address() {
     let server = TestServer::serve(config).await;
     server.ready().await;
     kit::install_tls_provider();
+    (server, auth, seen)
+}
+
+/// Sign-ins through the web client reach auth with the browser's address (the one the
+/// ingress saw), not the client's own: auth's per-address limits count browsers.
+#[tokio::test]
+async fn sign_ins_are_sent_on_with_the_browsers_address() {
+    let (server, _auth, seen) = client_with_recording_auth("x-forwarded-for").await;
     let http = reqwest::Client::new();
     let answer = http
         .post(server.url("/auth/signin"))
@@ -168,4 +181,39 @@ async fn sign_ins_are_sent_on_with_the_browsers_address() {
         .unwrap();
     assert_eq!(answer.status(), 400);
     assert_eq!(*seen.lock().unwrap(), ["203.0.113.5"]);
+}
+
+/// With traces on, the client's calls to the API continue the page request's trace: the
+/// API sees a `traceparent` of the browser's trace, whose parent is the client's span.
+#[tokio::test]
+async fn the_clients_api_calls_carry_the_page_requests_trace() {
+    let receiver = testkit::otlp::OtlpReceiver::start().await;
+    kit::telemetry::install_exporting_traces_to(&receiver.url);
+    let (server, _auth, seen) = client_with_recording_auth("traceparent").await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let answer = reqwest::Client::new()
+        .post(server.url("/auth/signin"))
+        .header("origin", server.url(""))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .form(&[("email", "a@b.co"), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let spans = receiver
+        .wait_for("the client's span", |spans| {
+            spans.iter().any(|s| s.name == "POST /auth/signin")
+        })
+        .await;
+    let page = spans
+        .iter()
+        .find(|s| s.name == "POST /auth/signin")
+        .unwrap();
+    assert_eq!(page.trace_id, trace_id);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [format!("00-{trace_id}-{}-01", page.span_id)],
+        "the API call's parent is the client's span"
+    );
 }

@@ -122,20 +122,25 @@ fn message(text: &str) -> FieldError {
     }
 }
 
+/// Why a request failed with a 5xx, carried in its answer's extensions to the
+/// middleware that logs it (`kit::telemetry::Observe`), which knows the request's
+/// method, route, id and trace; the cause never reaches the client.
+#[derive(Debug, Clone)]
+pub struct Failure(pub String);
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        match &self {
+        let failure = match &self {
             // `{:#}` prints the whole chain of contexts on one line.
-            Self::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed")
-            }
+            Self::Internal(cause) => Some(format!("{cause:#}")),
             #[cfg(feature = "sqlx")]
-            Self::Database(cause) => {
-                tracing::error!(error = %cause, "request failed: database query failed");
-            }
-            _ => {}
-        }
+            Self::Database(cause) => Some(format!("database query failed: {cause}")),
+            _ => None,
+        };
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(Failure(failure));
+        }
         if let Self::TooManyRequests { retry_after, .. } = &self {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -4,8 +4,12 @@
 //!
 //! Any service reads it with [`CurrentUser`] (optional) or [`AuthUser`] (required);
 //! only auth writes it, with [`SessionKeys::issue`] and [`SessionKeys::cookie`].
-//! A missing, malformed, tampered, wrongly signed, expired or not yet valid session
-//! (`nbf` in the future, or issued in the future) is simply "no current user".
+//! A missing, malformed, tampered, wrongly signed, expired, not yet valid (`nbf` in
+//! the future, or issued in the future) or revoked session is simply "no current user".
+//!
+//! Signing out revokes the token: auth announces its id (`session.revoked`), every
+//! replica of every service that reads sessions learns of it from the bus
+//! ([`SessionKeys::revoke`]) and refuses the token, remembered or not, until it expires.
 //!
 //! Every request of a signed-in user carries the same cookie, so a verified session is
 //! remembered by its exact cookie value (the signature, once checked, cannot change)
@@ -38,6 +42,8 @@ pub const COOKIE_NAME: &str = "session";
 const LEEWAY: u64 = 5;
 /// Verified sessions remembered; the memory is forgotten all at once when full.
 const REMEMBERED: usize = 4096;
+/// Revocations held before the expired ones are first forgotten.
+const REVOKED_PRUNE_FROM: usize = 1024;
 
 /// The `Set-Cookie` value that signs out, exactly as the original sends it.
 pub const CLEAR_COOKIE: &str = "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly";
@@ -51,6 +57,24 @@ pub struct UserClaims {
     pub iat: i64,
     /// Expires at, seconds since the Unix epoch.
     pub exp: i64,
+}
+
+/// The claims as signed: the user's, and the token's id (`jti`), by which signing out
+/// revokes it. Tokens without one (signed by the original, or by a test) are accepted
+/// and are revoked by their signature instead.
+#[derive(Serialize, Deserialize)]
+struct TokenClaims {
+    #[serde(flatten)]
+    user: UserClaims,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// A verified session: who it is, and the token's id (what a sign-out revokes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserClaims,
+    pub token_id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,8 +92,17 @@ struct Keys {
     validation: Validation,
     ttl: Duration,
     secure: bool,
-    /// Claims of sessions already verified, by cookie value.
-    verified: RwLock<HashMap<Box<str>, UserClaims>>,
+    /// Sessions already verified, by cookie value.
+    verified: RwLock<HashMap<Box<str>, Session>>,
+    /// Revoked token ids and their expiry.
+    revoked: RwLock<Revoked>,
+}
+
+#[derive(Default)]
+struct Revoked {
+    expiries: HashMap<Box<str>, i64>,
+    /// The size at which the expired ones are forgotten next.
+    prune_at: usize,
 }
 
 impl SessionKeys {
@@ -87,6 +120,7 @@ impl SessionKeys {
             ttl,
             secure,
             verified: RwLock::default(),
+            revoked: RwLock::default(),
         }))
     }
 
@@ -95,20 +129,27 @@ impl SessionKeys {
         Self::new(jwt_key, Duration::ZERO, true)
     }
 
-    /// Signs a token for this user, valid from now for the session lifetime.
+    /// Signs a token for this user, valid from now for the session lifetime, with a
+    /// fresh token id.
     pub fn issue(&self, id: Uuid, email: &str) -> anyhow::Result<(String, UserClaims)> {
         let iat = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(self.0.ttl.as_secs()).unwrap_or(i64::MAX);
-        let claims = UserClaims {
-            id,
-            email: email.to_owned(),
-            iat,
-            exp: iat.saturating_add(ttl),
+        let claims = TokenClaims {
+            user: UserClaims {
+                id,
+                email: email.to_owned(),
+                iat,
+                exp: iat.saturating_add(ttl),
+            },
+            jti: Some(Uuid::new_v4().simple().to_string()),
         };
-        Ok((self.sign(&claims)?, claims))
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)?;
+        Ok((token, claims.user))
     }
 
-    /// Signs arbitrary claims (tests use it to forge expired sessions).
+    /// Signs arbitrary claims, without a token id (tests use it to forge sessions as
+    /// the original signed them, or expired ones).
     pub fn sign(&self, claims: &UserClaims) -> anyhow::Result<String> {
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -119,13 +160,50 @@ impl SessionKeys {
 
     /// Verifies a token: signature, algorithm, expiry, `nbf`, and an `iat` that is
     /// not in the future (a token from the future was not issued by this clock).
-    pub fn verify(&self, token: &str) -> Option<UserClaims> {
+    /// Revocation is not checked here but by [`SessionKeys::session_from_cookie`].
+    pub fn verify(&self, token: &str) -> Option<Session> {
         let claims =
-            jsonwebtoken::decode::<UserClaims>(token, &self.0.decoding, &self.0.validation)
+            jsonwebtoken::decode::<TokenClaims>(token, &self.0.decoding, &self.0.validation)
                 .ok()?
                 .claims;
         let latest = i64::try_from(unix_now().saturating_add(LEEWAY)).unwrap_or(i64::MAX);
-        (claims.iat <= latest).then_some(claims)
+        if claims.user.iat > latest {
+            return None;
+        }
+        let token_id = match claims.jti {
+            Some(jti) => jti,
+            None => token.rsplit('.').next().unwrap_or_default().to_owned(),
+        };
+        Some(Session {
+            user: claims.user,
+            token_id,
+        })
+    }
+
+    /// Refuses the token `token_id` from now until `exp` (its own expiry), in this
+    /// process: sessions remembered as verified included.
+    pub fn revoke(&self, token_id: &str, exp: i64) {
+        let mut revoked = self
+            .0
+            .revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if revoked.expiries.len() >= revoked.prune_at.max(REVOKED_PRUNE_FROM) {
+            let now = i64::try_from(unix_now().saturating_sub(LEEWAY)).unwrap_or(i64::MAX);
+            revoked.expiries.retain(|_, exp| *exp >= now);
+            revoked.prune_at = revoked.expiries.len() * 2;
+        }
+        revoked.expiries.insert(token_id.into(), exp);
+    }
+
+    /// Whether the token `token_id` was revoked.
+    pub fn is_revoked(&self, token_id: &str) -> bool {
+        self.0
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expiries
+            .contains_key(token_id)
     }
 
     /// The `Set-Cookie` value that stores this token.
@@ -139,24 +217,32 @@ impl SessionKeys {
         Ok(HeaderValue::from_str(&cookie.to_string())?)
     }
 
-    /// The user of a `session` cookie value, if it is valid.
+    /// The user of a `session` cookie value, if it is valid and not revoked.
     pub fn user_from_cookie(&self, value: &str) -> Option<UserClaims> {
+        self.session_from_cookie(value).map(|session| session.user)
+    }
+
+    /// The session of a `session` cookie value, if it is valid and not revoked.
+    pub fn session_from_cookie(&self, value: &str) -> Option<Session> {
         let verified = &self.0.verified;
         let known = verified
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(value)
-            .map(|claims| (!is_expired(claims)).then(|| claims.clone()));
-        if let Some(claims) = known {
-            return claims;
-        }
-        let claims = self.verify(&decode_cookie(value)?)?;
-        let mut verified = verified.write().unwrap_or_else(PoisonError::into_inner);
-        if verified.len() >= REMEMBERED {
-            *verified = HashMap::new();
-        }
-        verified.insert(value.into(), claims.clone());
-        Some(claims)
+            .map(|session| (!is_expired(&session.user)).then(|| session.clone()));
+        let session = match known {
+            Some(session) => session?,
+            None => {
+                let session = self.verify(&decode_cookie(value)?)?;
+                let mut verified = verified.write().unwrap_or_else(PoisonError::into_inner);
+                if verified.len() >= REMEMBERED {
+                    *verified = HashMap::new();
+                }
+                verified.insert(value.into(), session.clone());
+                session
+            }
+        };
+        (!self.is_revoked(&session.token_id)).then_some(session)
     }
 }
 
@@ -188,6 +274,12 @@ pub fn decode_cookie(value: &str) -> Option<String> {
 
 fn user_of(parts: &Parts, keys: &SessionKeys) -> Option<UserClaims> {
     keys.user_from_cookie(&session_cookie(&parts.headers)?)
+}
+
+/// The session of a request's cookie, if it is valid and not revoked (what sign-out
+/// revokes).
+pub fn session_of(headers: &HeaderMap, keys: &SessionKeys) -> Option<Session> {
+    keys.session_from_cookie(&session_cookie(headers)?)
 }
 
 /// The value of a request's `session` cookie (the last one, as a cookie jar keeps it),
@@ -343,6 +435,54 @@ mod tests {
         assert_eq!(session_cookie(&headers).as_deref(), Some("abc=="));
         headers.append(COOKIE, HeaderValue::from_static("session=last"));
         assert_eq!(session_cookie(&headers).as_deref(), Some("last"));
+    }
+
+    #[test]
+    fn a_revoked_session_is_no_user_even_when_remembered() {
+        let keys = keys("k1");
+        let (token, claims) = keys.issue(Uuid::new_v4(), "a@b.co").unwrap();
+        let cookie = encode_cookie(&token);
+        let session = keys.session_from_cookie(&cookie).unwrap();
+        assert_eq!(session.user, claims);
+        assert_eq!(session.token_id.len(), 32, "a jti: {}", session.token_id);
+        let (other, _) = keys.issue(claims.id, "a@b.co").unwrap();
+        keys.revoke(&session.token_id, claims.exp);
+        assert_eq!(
+            keys.user_from_cookie(&cookie),
+            None,
+            "remembered, then revoked"
+        );
+        let fresh = self::keys("k1");
+        fresh.revoke(&session.token_id, claims.exp);
+        assert_eq!(
+            fresh.user_from_cookie(&cookie),
+            None,
+            "revoked before first seen"
+        );
+        assert!(
+            keys.user_from_cookie(&encode_cookie(&other)).is_some(),
+            "the same user's other session is still valid"
+        );
+        // A token without a `jti` (as the original signed them) is revoked by its signature.
+        let legacy = keys.sign(&claims).unwrap();
+        let legacy_cookie = encode_cookie(&legacy);
+        let id = keys.session_from_cookie(&legacy_cookie).unwrap().token_id;
+        assert_eq!(Some(id.as_str()), legacy.rsplit('.').next());
+        keys.revoke(&id, claims.exp);
+        assert_eq!(keys.user_from_cookie(&legacy_cookie), None);
+    }
+
+    #[test]
+    fn expired_revocations_are_forgotten_and_live_ones_kept() {
+        let keys = keys("k1");
+        let now = chrono::Utc::now().timestamp();
+        keys.revoke("live", now + 3600);
+        for n in 0..(2 * REVOKED_PRUNE_FROM) {
+            keys.revoke(&format!("gone {n}"), now - 60);
+        }
+        let held = keys.0.revoked.read().unwrap().expiries.len();
+        assert!(held <= REVOKED_PRUNE_FROM + 1, "{held} revocations held");
+        assert!(keys.is_revoked("live"));
     }
 
     #[test]

@@ -46,8 +46,12 @@ pub struct Stack {
 pub const STRIPE_KEY: &str = "sk_test_e2e";
 
 /// Short ack waits, so that redeliveries after a failure come soon.
-fn bus(mut bus: BusConfig) -> BusConfig {
+/// The bus settings of `service`: short redelivery waits, and its own NATS user
+/// (the server has the users of `make up`; only the tests' own tools connect
+/// anonymously, as the admin user).
+fn bus(mut bus: BusConfig, service: &str) -> BusConfig {
     bus.ack_wait = Duration::from_secs(2);
+    bus.nats_password = Some(common::Secret::new(testkit::test_password(service)));
     bus
 }
 
@@ -67,24 +71,34 @@ async fn start<S: kit::Service>(configure: impl FnOnce(&str) -> S) -> Running {
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
-        let nats = TestNats::start().await;
-        let auth = start(auth::Config::for_tests).await;
+        let nats = TestNats::start_with(testkit::Users::AnonymousIsAdmin).await;
+        let auth = start(|db| {
+            let mut config = auth::Config::for_tests(db, &nats.url);
+            config.bus = bus(config.bus, "auth");
+            config
+        })
+        .await;
         let tickets = start(|db| {
             let mut config = tickets::Config::for_tests(db, &nats.url);
-            config.bus = bus(config.bus);
+            config.bus = bus(config.bus, "tickets");
+            // The scenarios are load from a few users, as scripts/load-settings.sh
+            // sets for the stack; the limits themselves are tested in the services.
+            config.rate_limits = false;
             config
         })
         .await;
         let orders = start(|db| {
             let mut config = orders::Config::for_tests(db, &nats.url);
-            config.bus = bus(config.bus);
+            config.bus = bus(config.bus, "orders");
             config.expiration_window = options.expiration_window;
+            config.rate_limits = false;
+            config.max_active_orders = i64::MAX;
             config
         })
         .await;
         let expiration = start(|db| {
             let mut config = expiration::Config::for_tests(db, &nats.url);
-            config.bus = bus(config.bus);
+            config.bus = bus(config.bus, "expiration");
             config
         })
         .await;
@@ -97,7 +111,7 @@ impl Stack {
         let payments = start(|db| {
             let mut config =
                 payments::Config::for_tests(db, &nats.url, &stripe_server.url(""), STRIPE_KEY);
-            config.bus = bus(config.bus);
+            config.bus = bus(config.bus, "payments");
             config
         })
         .await;

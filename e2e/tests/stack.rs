@@ -289,3 +289,224 @@ async fn a_log_past_its_limit_is_moved_aside_and_its_service_writes_on() {
         "auth writes at the start of its emptied log"
     );
 }
+
+/// Prometheus of `make up MONITORING=on`: an instant query's result vector.
+async fn prometheus_query(client: &reqwest::Client, query: &str) -> Vec<Value> {
+    let base = std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL (MONITORING=on)");
+    let mut url = reqwest::Url::parse(&format!("{base}/api/v1/query")).unwrap();
+    url.query_pairs_mut().append_pair("query", query);
+    let answer: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["status"], "success", "{query}: {answer}");
+    answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Each dashboard panel's queries, as Grafana sends them with every service chosen.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = testkit::workspace_root().join("infra/k8s/components/monitoring/dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let expr = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$service", ".*");
+            queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    queries
+}
+
+/// Signs up a seller and a buyer, lists a ticket, orders and pays for it; returns the
+/// order.
+async fn purchase(client: &reqwest::Client) -> Value {
+    let seller = sign_up(client).await;
+    let buyer = sign_up(client).await;
+    let ticket: Value = client
+        .post(format!("{}/api/tickets", ingress()))
+        .header("cookie", &seller)
+        .json(&json!({"title": "monitored", "price": 25}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order: Value = wait_until("the ticket to reach orders", || async {
+        let response = client
+            .post(format!("{}/api/orders", ingress()))
+            .header("cookie", &buyer)
+            .json(&json!({"ticketId": ticket["id"]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 201 {
+            response.json::<Value>().await.ok()
+        } else {
+            None
+        }
+    })
+    .await;
+    wait_until("the order to reach payments", || async {
+        let response = client
+            .post(format!("{}/api/payments", ingress()))
+            .header("cookie", &buyer)
+            .json(&json!({"token": "tok_visa", "orderId": order["id"]}))
+            .send()
+            .await
+            .unwrap();
+        response.status() == 201
+    })
+    .await;
+    order
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack with MONITORING=on: scripts/stack-test.sh"]
+async fn every_dashboard_query_returns_data_after_a_purchase_and_a_parked_event_raises_its_alert() {
+    let client = http_client();
+    // A rate needs two samples of a series: one before the work and one after. So
+    // Prometheus first sees every service, then a first purchase and its order's expiry
+    // (EXPIRATION_WINDOW_SECONDS; every order's schedule fires, paid or not) create
+    // the series, and a second purchase and expiry, once those were scraped, move them.
+    wait_at_most(
+        Duration::from_secs(60),
+        "Prometheus to scrape every service",
+        || async {
+            let up = prometheus_query(&client, "up == 1").await;
+            up.len() == 6
+        },
+    )
+    .await;
+    let fired = || async {
+        let fired = prometheus_query(&client, "sum(expirations_fired_total)").await;
+        fired
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for round in ["first", "second"] {
+        let before = fired().await;
+        purchase(&client).await;
+        let what = format!("the {round} purchase's expiry to be scraped");
+        wait_at_most(Duration::from_secs(90), &what, || async {
+            fired().await > before
+        })
+        .await;
+        // One more scrape after the expiry, so the next round's samples are new ones.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+
+    // Every panel's query parses and returns a number over the last minute.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 18, "{queries:?}");
+    let mut empty = queries.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !empty.is_empty() && std::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for (title, query) in empty {
+            // Data: a number, not only NaN (a quantile of no requests).
+            let result = prometheus_query(&client, &query).await;
+            let finite = result.iter().any(|series| {
+                series["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite)
+            });
+            if !finite {
+                still.push((title, query));
+            }
+        }
+        empty = still;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(empty.is_empty(), "panels without data: {empty:#?}");
+
+    // An event no consumer can read is parked at once by orders, and the alert on
+    // parked events goes pending (it fires after a minute).
+    let stack_dir = std::env::var("STACK_DIR").expect("STACK_DIR");
+    let password = std::fs::read_to_string(format!("{stack_dir}/nats/passwords/admin")).unwrap();
+    let nats = async_nats::ConnectOptions::with_user_and_password("admin".into(), password)
+        .connect(format!("127.0.0.1:{}", port_base("NATS_PORT", 4222)))
+        .await
+        .unwrap();
+    let event_id = format!("unreadable-{}", uuid::Uuid::new_v4());
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload("not an event".into())
+        .message_id(&event_id);
+    let jetstream = async_nats::jetstream::new(nats);
+    let published = jetstream
+        .send_publish("ticket.created", publish)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let orders_db = format!(
+        "postgres://postgres@127.0.0.1:{}/orders",
+        port_base("PG_PORT", 55432)
+    );
+    let db = sqlx::PgPool::connect(&orders_db).await.unwrap();
+    wait_until("orders to park the event", || async {
+        let parked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE event_id = $1")
+                .bind(&event_id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        parked == 1
+    })
+    .await;
+    let alert = wait_at_most(
+        Duration::from_secs(60),
+        "EventParked to go pending",
+        || async {
+            let alerts = prometheus_query(&client, r#"ALERTS{alertname="EventParked"}"#).await;
+            alerts
+                .into_iter()
+                .find(|a| a["metric"]["alertstate"] == "pending")
+        },
+    )
+    .await;
+    assert_eq!(alert["metric"]["service"], "orders", "{alert}");
+    assert_eq!(alert["metric"]["subject"], "ticket.created", "{alert}");
+    // The chaos run that follows checks that nothing is parked and that every event
+    // of the stream was handled: the planted one goes from both.
+    sqlx::query("DELETE FROM parked_events WHERE event_id = $1")
+        .bind(&event_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let stream = jetstream.get_stream("TICKETING").await.unwrap();
+    stream.delete_message(published.sequence).await.unwrap();
+}
+
+/// A service started on its own after `make up` (`scripts/stack.sh restart orders`, from
+/// a shell without `up`'s settings) gets the settings `up` was given, not the defaults.
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack-test.sh"]
+async fn a_part_started_on_its_own_keeps_the_settings_up_was_given() {
+    let root = testkit::workspace_root();
+    let stack_dir = std::env::var("STACK_DIR").expect("STACK_DIR");
+    let output = Command::new(root.join("scripts/stack.sh"))
+        .args(["service-env", "orders"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("STACK_DIR", &stack_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let env = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = env.lines().collect();
+    let expected_port = format!("PORT={}", service_port(3));
+    for expected in [
+        expected_port.as_str(),
+        "RATE_LIMITS=off",
+        "MAX_ACTIVE_ORDERS_PER_USER=1000000",
+        "EXPIRATION_WINDOW_SECONDS=20",
+    ] {
+        assert!(lines.contains(&expected), "{expected} missing from: {env}");
+    }
+}

@@ -6,7 +6,9 @@ use bus::append;
 use bus::{Signal, Tx};
 use common::events::ExpirationComplete;
 use common::time::Timestamp;
+use kit::telemetry::trace;
 use sqlx::PgPool;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Entries fired per transaction.
@@ -19,9 +21,11 @@ pub static SCHEDULED: Signal = Signal::new();
 /// Schedules an order's expiry; a second copy of the same order changes nothing.
 pub async fn add(tx: &mut Tx, order_id: Uuid, expires_at: Timestamp) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO schedules (order_id, expires_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING",
+        "INSERT INTO schedules (order_id, expires_at, traceparent) VALUES ($1, $2, $3)
+         ON CONFLICT (order_id) DO NOTHING",
         order_id,
         expires_at,
+        trace::current_traceparent(),
     )
     .execute(&mut **tx)
     .await?;
@@ -34,6 +38,8 @@ struct Fired {
     order_id: Uuid,
     /// How long after its due time it fired.
     lateness_seconds: f64,
+    /// The context of the span that scheduled it, while traces are on.
+    traceparent: Option<String>,
 }
 
 /// Fires up to [`BATCH`] due entries: claims them (skipping any another instance holds),
@@ -53,7 +59,8 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
            UPDATE schedules AS s SET fired_at = clock_timestamp()
            FROM due WHERE s.order_id = due.order_id
            RETURNING s.order_id,
-                     extract(epoch FROM s.fired_at - s.expires_at)::float8 AS "lateness_seconds!""#,
+                     extract(epoch FROM s.fired_at - s.expires_at)::float8 AS "lateness_seconds!",
+                     s.traceparent"#,
         BATCH as i64,
     )
     .fetch_all(&mut *tx)
@@ -62,7 +69,16 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
         let event = ExpirationComplete {
             order_id: entry.order_id,
         };
-        append(&mut tx, &event).await?;
+        // While traces are on, the expiry continues the trace of the order it ends.
+        let span = match entry.traceparent.as_deref().filter(|_| trace::enabled()) {
+            Some(parent) => {
+                let span = tracing::info_span!("expire", order_id = %entry.order_id);
+                trace::continue_from(&span, Some(parent));
+                span
+            }
+            None => tracing::Span::none(),
+        };
+        append(&mut tx, &event).instrument(span).await?;
     }
     tx.commit().await?;
     for entry in &fired {

@@ -13,6 +13,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Fires due entries, then sleeps until the next one is due or a new entry arrives,
 /// until `stop` is cancelled.
 pub async fn run(pool: PgPool, stop: CancellationToken) {
+    // Counted from zero, so that the first expiry shows as an increase.
+    metrics::counter!("expirations_fired_total").increment(0);
     while !stop.is_cancelled() {
         let scheduled = SCHEDULED.listen();
         let sleep = match schedule::fire_due(&pool).await {

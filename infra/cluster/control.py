@@ -16,6 +16,7 @@ from .paths import ROOT, STATE, state
 SETTINGS_FILE = state("settings.json")
 PACKAGES = {"podman": "podman", "buildah": "buildah", "runc": "runc", "iptables": "iptables",
             "openssl": "openssl", "nsenter": "util-linux"}
+NETWORKING = {"netavark": "/usr/lib/podman/netavark", "aardvark-dns": "/usr/lib/podman/aardvark-dns"}
 
 
 def log(message):
@@ -28,7 +29,10 @@ def cluster_port():
 
 def install():
     """What the cluster needs and a fresh Debian machine lacks."""
-    missing = sorted({package for program, package in PACKAGES.items() if not shutil.which(program)})
+    missing = {package for program, package in PACKAGES.items() if not shutil.which(program)}
+    # podman's network backend and its DNS, which `--no-install-recommends` leaves out.
+    missing |= {package for package, path in NETWORKING.items() if not os.path.exists(path)}
+    missing = sorted(missing)
     if missing:
         log(f"installing {' '.join(missing)}")
         subprocess.run(["apt-get", "update", "-q"], check=True)
@@ -115,14 +119,21 @@ def nats_healthy(within=60):
     raise podman.Failed(f"the NATS cluster is not healthy after {within} s")
 
 
-def start_supervisor():
+def stop_supervisor():
+    """SIGTERM to a running supervisor; SIGKILL if it has not stopped 5 s later."""
     pid = supervisor.running_pid()
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not supervisor.running_pid():
-                break
-            time.sleep(0.1)
+    if not pid:
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not supervisor.running_pid():
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def start_supervisor():
+    stop_supervisor()
     os.makedirs(supervisor.RUN, exist_ok=True)
     log_file = open(state("run", "supervisor.log"), "a")
     subprocess.Popen(
@@ -189,15 +200,7 @@ def down(purge=False):
     if not shutil.which("podman"):
         log("nothing runs (podman is not installed)")
         return
-    pid = supervisor.running_pid()
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not supervisor.running_pid():
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
+    stop_supervisor()
     names = podman.ours()
     if names:
         log(f"removing {len(names)} containers")
@@ -240,6 +243,7 @@ def endpoints():
         "ingress": f"http://127.0.0.1:{saved_settings().get('CLUSTER_PORT', cluster_port())}",
         "databases": databases,
         "nats": nats,
+        "nats_admin_password": values["nats"]["admin"],
         "nats_monitors": {f"nats-{n}": f"http://{address(f'nats-{n}')}:8222"
                           for n in range(topology.NATS_NODES)},
         "standbys": {app: (f"postgres://{secrets.database(app)[1]}:{values['apps'][app]}@"

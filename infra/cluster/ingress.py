@@ -23,7 +23,8 @@ ERRORS = {
 
 def routes():
     """(path, service, port) of the Ingress's rules, in their order."""
-    ingress = next(o for o in topology.render("prod") if o["kind"] == "Ingress")
+    ingress = next(o for o in topology.render("prod")
+                   if o["kind"] == "Ingress" and o["metadata"]["name"] == "ticketing")
     found = []
     for rule in ingress["spec"]["rules"]:
         for path in rule["http"]["paths"]:
@@ -34,7 +35,8 @@ def routes():
 
 
 def body_size():
-    ingress = next(o for o in topology.render("prod") if o["kind"] == "Ingress")
+    ingress = next(o for o in topology.render("prod")
+                   if o["kind"] == "Ingress" and o["metadata"]["name"] == "ticketing")
     return ingress["metadata"].get("annotations", {}).get(
         "nginx.ingress.kubernetes.io/proxy-body-size", "1m")
 

@@ -17,6 +17,10 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+# Containers find each other by name (aardvark-dns); podman 4.3 falls back to CNI,
+# whose networks have no DNS, when netavark is missing or CNI networks exist.
+[network]
+network_backend = "netavark"
 """
 DROP_IN = "/etc/containers/containers.conf.d/50-ticketing.conf"
 

@@ -4,6 +4,7 @@ CA) would create them in a cluster."""
 
 import json
 import os
+import re
 import secrets as random
 import subprocess
 
@@ -11,6 +12,16 @@ from . import topology
 from .paths import state
 
 STANDIN_PUBLISHABLE_KEY = "pk_test_local_standin"
+# The NATS users (infra/k8s/base/nats-authorization.conf): the services on the bus and
+# admin, whose password `scripts/cluster endpoints` hands the load generator.
+NATS_USERS = ["auth", "tickets", "orders", "payments", "expiration", "admin"]
+# NATS reads a password from its environment as an unquoted value, which must not look
+# like a number (`1e5b...` is a bad exponent): a letter, then letters and digits.
+NATS_PASSWORD = r"[A-Za-z][A-Za-z0-9]{16,}"
+
+
+def nats_passwords():
+    return {user: "n" + random.token_hex(24) for user in NATS_USERS}
 
 
 def generated():
@@ -18,12 +29,18 @@ def generated():
     path = state("secrets.json")
     if os.path.exists(path):
         with open(path) as file:
-            return json.load(file)
+            values = json.load(file)
+        if not all(re.fullmatch(NATS_PASSWORD, values.get("nats", {}).get(u, "")) for u in NATS_USERS):
+            values["nats"] = nats_passwords()  # made before the bus had users
+            with open(path, "w") as file:
+                json.dump(values, file, indent=2)
+        return values
     values = {
         "jwt": random.token_urlsafe(32),
         "superuser": random.token_urlsafe(24),
         "replication": random.token_urlsafe(24),
         "apps": {app: random.token_urlsafe(24) for app in topology.DATABASES},
+        "nats": nats_passwords(),
     }
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
@@ -41,28 +58,42 @@ def database(app):
 def certificates(app):
     """A CA per database and a server certificate for every name the database answers
     on (its instances and its -rw name), in .cluster/tls/<app>-db."""
-    directory = state("tls", f"{app}-db")
+    names = [f"{app}-db-rw", f"{app}-db-r", f"{app}-db-ro",
+             *[f"{app}-db-{n}" for n in topology.DB_INSTANCES]]
+    return issue(f"{app}-db", names, owner=26)
+
+
+def bus_certificates():
+    """The bus CA and the NATS servers' certificate, as cert-manager issues them in
+    prod (overlays/prod/nats-tls.yaml): for every name clients and routes use."""
+    names = ["nats", "nats-headless", *[f"nats-{n}.nats-headless" for n in range(topology.NATS_NODES)]]
+    return issue("nats", names, owner=None)
+
+
+def issue(name, names, owner):
+    """A CA and a certificate signed by it for `names` (server and client auth), in
+    .cluster/tls/<name>, made once; files owned by `owner` if given."""
+    directory = state("tls", name)
     if os.path.exists(os.path.join(directory, "server.crt")):
         return directory
     os.makedirs(directory, exist_ok=True)
-    names = [f"{app}-db-rw", f"{app}-db-r", f"{app}-db-ro",
-             *[f"{app}-db-{n}" for n in topology.DB_INSTANCES]]
 
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-            "-subj", f"/CN={app}-db CA")
-    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={app}-db-rw")
+            "-subj", f"/CN={name} CA")
+    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={names[0]}")
     with open(os.path.join(directory, "server.ext"), "w") as file:
         file.write("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
-                   "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+                   "extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.crt", "-days", "3650", "-extfile", "server.ext")
-    for name in os.listdir(directory):
-        os.chown(os.path.join(directory, name), 26, 26)
-        os.chmod(os.path.join(directory, name), 0o600 if name.endswith(".key") else 0o644)
+    for file in os.listdir(directory):
+        if owner is not None:
+            os.chown(os.path.join(directory, file), owner, owner)
+        os.chmod(os.path.join(directory, file), 0o600 if file.endswith(".key") else 0o644)
     os.chmod(directory, 0o755)
     return directory
 
@@ -76,7 +107,13 @@ def all_secrets(settings):
             "STRIPE_KEY": settings.get("STRIPE_KEY", topology.STANDIN_KEY),
             "STRIPE_PUBLISHABLE_KEY": settings.get("STRIPE_PUBLISHABLE_KEY", STANDIN_PUBLISHABLE_KEY),
         },
+        "nats-credentials": dict(values["nats"]),
     }
+    bus = bus_certificates()
+    found["nats-tls"] = {}
+    for key, file in (("ca.crt", "ca.crt"), ("tls.crt", "server.crt"), ("tls.key", "server.key")):
+        with open(os.path.join(bus, file)) as source:
+            found["nats-tls"][key] = source.read()
     for app in topology.DATABASES:
         dbname, owner = database(app)
         password, host = values["apps"][app], f"{app}-db-rw"

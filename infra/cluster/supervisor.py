@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ VIEW = os.path.join(RUN, "supervisor.json")
 PID = os.path.join(RUN, "supervisor.pid")
 TICK = 0.2
 INSPECT_EVERY = 1.0
+SLOW = 2.0  # a round slower than this is written to supervisor.log
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 10, 300, 600
 
 
@@ -41,14 +43,17 @@ def event(name, what, **detail):
 
 
 def http_probe(address, probe):
+    """(passed, what was seen). Anything that goes wrong is a failed probe, as for the
+    kubelet: an exception escaping here would leave the probe counted as running, and
+    the container would never be probed again (its readiness frozen)."""
     url = f"http://{address}:{probe.port}{probe.path}"
     try:
         with urllib.request.urlopen(url, timeout=probe.timeout) as answer:
             return 200 <= answer.status < 400, f"HTTP {answer.status}"
     except urllib.error.HTTPError as error:
         return False, f"HTTP {error.code}"
-    except (OSError, ValueError) as error:
-        return False, type(error).__name__ if "timed out" not in str(error) else "timeout"
+    except Exception as error:  # noqa: BLE001 - every failure is a failed probe
+        return False, "timeout" if "timed out" in str(error) else type(error).__name__
 
 
 class Watched:
@@ -80,7 +85,6 @@ class Supervisor:
         self.watched = {spec.name: Watched(spec) for spec in specs}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=24)
         self.info = {}
-        self.inspected = 0.0
         self.endpoints = None
         self.stopping = threading.Event()
         # Reentrant: a probe that finished before its callback was attached runs the
@@ -89,21 +93,26 @@ class Supervisor:
 
     # --- what podman says -------------------------------------------------------
     def refresh(self):
-        self.info = podman.inspect(*self.watched)
-        self.inspected = time.monotonic()
-        for name, watched in self.watched.items():
-            info = self.info.get(name)
-            if not info:
-                continue
-            started_at = info["State"].get("StartedAt")
-            if podman.state(info) == "running" and started_at != watched.incarnation:
-                if watched.incarnation is not None:
-                    event(name, "started")
-                watched.incarnation = started_at
-                watched.reset()
-                watched.exited_at = None
-            if podman.state(info) in ("exited", "stopped") and not watched.busy:
-                self.restart_exited(watched, info)
+        found = podman.inspect(*self.watched)
+        exited = []
+        with self.lock:
+            self.info = found
+            for name, watched in self.watched.items():
+                info = found.get(name)
+                if not info:
+                    continue
+                started_at = info["State"].get("StartedAt")
+                if podman.state(info) == "running" and started_at != watched.incarnation:
+                    if watched.incarnation is not None:
+                        event(name, "started")
+                    watched.incarnation = started_at
+                    watched.reset()
+                    watched.exited_at = None
+                if podman.state(info) in ("exited", "stopped") and not watched.busy:
+                    exited.append((watched, info))
+        # `podman start` outside the lock: the probes go on meanwhile.
+        for watched, info in exited:
+            self.restart_exited(watched, info)
 
     def restart_exited(self, watched, info):
         name = watched.spec.name
@@ -146,7 +155,7 @@ class Supervisor:
                 watched.running_kinds.add(kind)
                 future = self.pool.submit(http_probe, address, probe)
                 future.add_done_callback(
-                    lambda f, w=watched, k=kind, i=watched.incarnation: self.probed(w, k, i, f.result()))
+                    lambda f, w=watched, k=kind, i=watched.incarnation: self.probed(w, k, i, _outcome(f)))
 
     def probed(self, watched, kind, incarnation, result):
         with self.lock:
@@ -212,7 +221,10 @@ class Supervisor:
         return endpoints
 
     def update_ingress(self):
-        endpoints = self.ready_endpoints()
+        """Rewrites and reloads the ingress when the rotation changed; the reload (a
+        `podman exec`) runs outside the lock, so the probes' results are taken meanwhile."""
+        with self.lock:
+            endpoints = self.ready_endpoints()
         if endpoints == self.endpoints:
             return
         ingress.write(endpoints)
@@ -240,21 +252,49 @@ class Supervisor:
             json.dump(view, file, indent=1)
         os.replace(VIEW + ".new", VIEW)
 
+    def inspect_forever(self):
+        """What podman says, every INSPECT_EVERY, in a thread of its own: `podman
+        inspect` waits for a container's lock while another podman command holds it (a
+        standby's rejoin holds one for seconds), and the probes must not wait with it,
+        as a kubelet's probes do not wait for the container runtime."""
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.refresh()
+            except Exception as error:  # noqa: BLE001 - the next round tries again
+                print(f"supervisor: inspecting the containers failed: {error}", file=sys.stderr, flush=True)
+            took = time.monotonic() - started
+            if took > SLOW:
+                print(f"supervisor: podman inspect took {took:.1f} s", file=sys.stderr, flush=True)
+            self.stopping.wait(max(0.0, INSPECT_EVERY - took))
+
     def run(self):
         os.makedirs(RUN, exist_ok=True)
         event("supervisor", "started", pid=os.getpid())
+        self.refresh()
+        threading.Thread(target=self.inspect_forever, daemon=True).start()
         last_view = 0.0
         while not self.stopping.is_set():
-            if time.monotonic() - self.inspected >= INSPECT_EVERY:
-                self.refresh()
+            started = time.monotonic()
             with self.lock:
                 self.schedule()
-                self.update_ingress()
+            self.update_ingress()
             if time.monotonic() - last_view >= 0.5:
                 self.write_view()
                 last_view = time.monotonic()
+            took = time.monotonic() - started
+            if took > SLOW:
+                print(f"supervisor: one round of probes and rotation took {took:.1f} s", file=sys.stderr, flush=True)
             self.stopping.wait(TICK)
         event("supervisor", "stopped")
+
+
+def _outcome(future):
+    """A finished probe's result; a probe that raised anyway is a failed one."""
+    try:
+        return future.result()
+    except Exception as error:  # noqa: BLE001
+        return False, type(error).__name__
 
 
 def _seconds_between(start, end):

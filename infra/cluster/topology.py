@@ -36,10 +36,11 @@ STANDIN_KEY = "sk_test_local_standin"
 # Settings a user may pass to `make cluster`, handed to every service as `make up`
 # hands them (they override what the ConfigMap and Secrets say).
 SETTINGS = [
-    "JWT_KEY", "EXPIRATION_WINDOW_SECONDS", "RATE_LIMITS", "STRIPE_KEY", "STRIPE_API_BASE",
+    "JWT_KEY", "EXPIRATION_WINDOW_SECONDS", "RATE_LIMITS", "MAX_ACTIVE_ORDERS_PER_USER",
+    "STRIPE_KEY", "STRIPE_API_BASE",
     "STRIPE_PUBLISHABLE_KEY", "SESSION_TTL_SECONDS", "SHUTDOWN_GRACE_SECONDS",
     "CHARGE_RECONCILE_AFTER_SECONDS", "STRIPE_TIMEOUT_SECONDS", "RUST_LOG", "LOG_FORMAT",
-    "EVENT_ACK_WAIT_SECONDS", "EVENT_MAX_FAILURES",
+    "EVENT_ACK_WAIT_SECONDS", "EVENT_MAX_FAILURES", "OTEL_EXPORTER_OTLP_ENDPOINT",
 ]
 
 TRANSLATIONS = [
@@ -55,12 +56,20 @@ TRANSLATIONS = [
      "primary, moved on a failover"),
     ("secrets", "generated into .cluster/secrets.json as an operator or CloudNativePG "
      "would create them: JWT_KEY (random unless passed), the databases' app secrets "
-     "(uri to <db>-rw) and CAs; STRIPE_KEY is the stand-in's unless passed"),
+     "(uri to <db>-rw) and CAs, the NATS users' passwords (nats-credentials) and the bus "
+     "CA and certificate (nats-tls, made with openssl where cert-manager issues them); "
+     "STRIPE_KEY is the stand-in's unless passed"),
     ("Stripe", "STRIPE_API_BASE is the stand-in (stripe-standin, from the dev overlay) "
      "unless STRIPE_KEY is passed, as with `make up`"),
     ("TLS", "COOKIE_SECURE is false: the ingress answers plain HTTP on localhost (the "
      "prod Ingress's TLS and host are the cluster's); the services' TLS to PostgreSQL "
-     "is kept (verify-full against each database's CA)"),
+     "is kept (verify-full against each database's CA), and so is TLS to NATS (tls://, "
+     "checked against the bus CA) and between its nodes; NATS also lets this machine's "
+     "tools (the load generator, the checker) connect without TLS, by container address, "
+     "which no certificate names (allow_non_tls)"),
+    ("traces", "OTEL_EXPORTER_OTLP_ENDPOINT (the prod overlay's collector, in the "
+     "namespace monitoring) is left out unless passed: no collector runs here, and the "
+     "services then export nothing"),
     ("probes", "run by the harness's supervisor from the host (podman's health checks "
      "need systemd): startup, then readiness (the ingress's rotation) and liveness "
      "(a restart), with the manifests' paths, periods, timeouts and thresholds"),
@@ -196,13 +205,27 @@ def quantity_cpu(value):
     return str(int(value[:-1]) / 1000) if value.endswith("m") else value
 
 
+# What `make cluster` adds to the prod NATS configuration: the tools on this machine
+# (the load generator, the invariant checker) reach the nodes by container address,
+# which no certificate can name, so they may connect without TLS, as the admin user.
+# The services connect with TLS (tls://, NATS_CA_FILE) as in prod.
+NATS_HOST_TOOLS = (
+    "# make cluster only: this machine's tools reach the nodes by container address,\n"
+    "# which the certificate does not name; they connect without TLS. Services use TLS.\n"
+    "allow_non_tls: true\n"
+)
+
+
 class Sources:
     """Where containers' settings come from: the rendered ConfigMaps, the generated
     Secrets, the settings passed to `make cluster`."""
 
     def __init__(self, objects, secrets, settings):
-        self.config_maps = {o["metadata"]["name"]: o.get("data", {})
+        self.config_maps = {o["metadata"]["name"]: dict(o.get("data", {}))
                             for o in objects if o["kind"] == "ConfigMap"}
+        for name, data in self.config_maps.items():
+            if name.startswith("nats-config") and "nats.conf" in data:
+                data["nats.conf"] += NATS_HOST_TOOLS
         self.secrets = secrets
         self.settings = settings
 
@@ -219,7 +242,10 @@ class Sources:
         source = variable["valueFrom"]
         if "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
-            return str(self.config_maps[ref["name"]][ref["key"]])
+            data = self.config_maps[ref["name"]]
+            if ref["key"] not in data and ref.get("optional"):
+                return None
+            return str(data[ref["key"]])
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             secret = self.secret(ref["name"])
@@ -309,7 +335,10 @@ def from_pod(workload, pod_name, role, sources, image):
             secret = sources.secret(volume["secret"]["secretName"])
             items = volume["secret"].get("items") or [{"key": k, "path": k} for k in secret]
             data = {item["path"]: secret[item["key"]] for item in items}
-            spec.mounts.append((write_files(("secrets", volume["secret"]["secretName"]), data, uid), inside, True))
+            # A directory per pod, as a kubelet mounts a volume per pod: pods of other
+            # users (groups) and other items of the same Secret never share files.
+            where = ("secrets", pod_name, volume["secret"]["secretName"])
+            spec.mounts.append((write_files(where, data, uid), inside, True))
         else:
             raise ValueError(f"cannot translate volume {name} of {pod_name}")
     return spec
@@ -372,4 +401,5 @@ def translate_service_env(spec, settings):
         env["COOKIE_SECURE"] = "false"
     if "STRIPE_API_BASE" in env and "STRIPE_KEY" not in settings:
         env["STRIPE_API_BASE"] = f"http://{STANDIN}:3000"
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(settings)

@@ -3,6 +3,7 @@ are validated against, and small helpers over the rendered objects."""
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 
@@ -50,7 +51,22 @@ def crd_schema(path, kind):
     crd = yaml.safe_load(read(os.path.join(SCHEMAS, path)))
     assert crd["spec"]["names"]["kind"] == kind
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-    return crd["spec"]["group"] + "/" + version["name"], version["schema"]["openAPIV3Schema"]
+    return crd["spec"]["group"] + "/" + version["name"], python_patterns(version["schema"]["openAPIV3Schema"])
+
+
+def python_patterns(schema):
+    """The schema with its patterns in Python's dialect: Go's RE2 takes flags such as
+    `(?i)` after `^` (prometheus-operator writes `^(?i)(abort|warn)?$`), Python only at
+    the start."""
+    if isinstance(schema, dict):
+        return {
+            key: (re.sub(r"^\^\((\?[a-z]+)\)", r"(\1)^", value) if key == "pattern" and isinstance(value, str)
+                  else python_patterns(value))
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [python_patterns(item) for item in schema]
+    return schema
 
 
 def unknown_fields(value, schema, path="$"):
@@ -80,4 +96,6 @@ CRDS = {
     "HTTPRoute": "gateway-api-v1.6.1/httproutes.yaml",
     "Cluster": "cloudnative-pg-v1.30.0/clusters.yaml",
     "ScheduledBackup": "cloudnative-pg-v1.30.0/scheduledbackups.yaml",
+    "PodMonitor": "prometheus-operator-v0.93.0/podmonitors.yaml",
+    "PrometheusRule": "prometheus-operator-v0.93.0/prometheusrules.yaml",
 }

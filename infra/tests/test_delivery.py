@@ -32,7 +32,7 @@ CLUSTER_SCOPED = {
 }
 RELEASE = "release"  # the prod overlay with the published images: what CI applies
 ALL_OVERLAYS = OVERLAYS + [RELEASE]
-BUS = ["tickets", "orders", "payments", "expiration"]
+BUS = ["auth", "tickets", "orders", "payments", "expiration"]
 HTTP = ["auth", "tickets", "orders", "payments", "client"]
 DATABASES = [a for a in APPS if a != "client"]
 
@@ -200,6 +200,7 @@ class Network(unittest.TestCase):
             for dns in ("coredns", "nodelocal-dns"):
                 allowed += [(app, dns, 53, "UDP"), (app, dns, 53, "TCP")]
             allowed.append(("prometheus", app, 9000, "TCP"))
+            allowed.append((app, "otel-collector", 4318, "TCP"))  # traces
         for app in DATABASES:
             allowed.append((app, f"{app}-db-1", 5432, "TCP"))
             allowed += [("cnpg-operator", f"{app}-db-1", port, "TCP") for port in (5432, 8000)]
@@ -220,6 +221,8 @@ class Network(unittest.TestCase):
                 denied.append((app, "nats", 4222, "TCP"))
         denied += [("internet", f"{db}-db-1", 5432, "TCP") for db in DATABASES]
         denied += [("ingress-nginx", "nats", 4222, "TCP"), ("tickets", "stripe", 443, "TCP")]
+        # Traces go to the collector, nowhere else.
+        denied += [("orders", "internet", 4318, "TCP"), ("orders", "prometheus", 4318, "TCP")]
         return allowed, denied
 
     def test_the_policies_allow_every_flow_the_system_needs_and_deny_the_rest(self):
@@ -235,12 +238,14 @@ class Network(unittest.TestCase):
 
 
     PORTS = [(53, "UDP"), (53, "TCP"), (80, "TCP"), (443, "TCP"), (3000, "TCP"), (4222, "TCP"),
-             (5432, "TCP"), (6222, "TCP"), (8000, "TCP"), (8089, "TCP"), (8222, "TCP"), (9000, "TCP")]
+             (4317, "TCP"), (4318, "TCP"), (5432, "TCP"), (6222, "TCP"), (8000, "TCP"), (8089, "TCP"),
+             (8222, "TCP"), (9000, "TCP")]
 
     def needs(self, app):
         """Exactly where `app` must be able to go: DNS, its database, NATS if it is on
-        the bus, the APIs (the client), Stripe (payments)."""
+        the bus, the APIs (the client), Stripe (payments), the trace collector."""
         needed = {(dns, 53, protocol) for dns in ("coredns", "nodelocal-dns") for protocol in ("UDP", "TCP")}
+        needed |= {("otel-collector", 4317, "TCP"), ("otel-collector", 4318, "TCP")}
         if app in DATABASES:
             needed |= {(f"{app}-db-{n}", 5432, "TCP") for n in (1, 2)}
         if app in BUS:
@@ -318,7 +323,7 @@ class Nats(unittest.TestCase):
                 headless = services[statefulset["spec"]["serviceName"]]
                 self.assertEqual(headless["spec"]["clusterIP"], "None")
                 self.assertTrue(headless["spec"]["publishNotReadyAddresses"])
-                client_host = re.fullmatch(r"nats://([\w-]+):4222", config["NATS_URL"]).group(1)
+                client_host = re.fullmatch(r"(?:nats|tls)://([\w-]+):4222", config["NATS_URL"]).group(1)
                 client = services[client_host]
                 self.assertNotEqual(client["spec"].get("clusterIP"), "None", "clients reach ready nodes only")
                 self.assertFalse(client["spec"].get("publishNotReadyAddresses", False))

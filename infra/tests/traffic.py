@@ -120,6 +120,7 @@ class Cluster:
         pod("coredns", "kube-system", {"k8s-app": "kube-dns"})
         pod("cnpg-operator", "cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
         pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+        pod("otel-collector", "monitoring", {"app.kubernetes.io/name": "opentelemetry-collector"})
         pod("another-namespace", "shop", {"app.kubernetes.io/name": "shop"})
         self.endpoints["nodelocal-dns"] = Endpoint("nodelocal-dns", "169.254.20.10")
         self.endpoints["internet"] = Endpoint("internet", "203.0.113.10")

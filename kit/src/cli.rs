@@ -41,7 +41,7 @@ impl Command {
     pub async fn run<S: Service>(self) -> anyhow::Result<()> {
         match self {
             Command::Serve => {
-                let _flush_logs_on_exit = telemetry::init();
+                let _flush_logs_on_exit = telemetry::init(S::NAME);
                 serve_from_main(config::load_or_exit(S::from_env)).await
             }
             Command::Env { check: true, .. } => check_env::<S>(),

@@ -134,6 +134,28 @@ impl Pools {
             .context("running migrations")
     }
 
+    /// Every few seconds until `stop`: each pool's connections in use and idle
+    /// (`db_pool_connections{pool, state}`) and its bound (`db_pool_max_connections`).
+    async fn report_usage(self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(POOL_GAUGES_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            for (name, pool) in [("http", &self.http), ("events", &self.events)] {
+                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                let in_use = pool.size().saturating_sub(idle);
+                let max = pool.options().get_max_connections();
+                metrics::gauge!("db_pool_connections", "pool" => name, "state" => "in_use")
+                    .set(f64::from(in_use));
+                metrics::gauge!("db_pool_connections", "pool" => name, "state" => "idle")
+                    .set(f64::from(idle));
+                metrics::gauge!("db_pool_max_connections", "pool" => name).set(f64::from(max));
+            }
+        }
+    }
+
     pub async fn close(&self) {
         self.http.close().await;
         self.events.close().await;
@@ -145,7 +167,12 @@ impl Part for Pools {
         Some(database_answers(self.http.clone()))
     }
 
-    fn start(&mut self, _workers: &Workers, _stop: &CancellationToken) {}
+    fn start(&mut self, workers: &Workers, stop: &CancellationToken) {
+        let pools = self.clone();
+        workers.supervise("pool-gauges", stop.clone(), move |stop| {
+            pools.clone().report_usage(stop)
+        });
+    }
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move { self.close().await })
@@ -178,6 +205,9 @@ pub fn database_answers(pool: PgPool) -> Readiness {
         }
     })
 }
+
+/// How often the pools' usage is reported.
+const POOL_GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// A connection that sat idle longer than this is pinged before it is handed out.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);

@@ -9,6 +9,7 @@
 //!   readiness, metrics, fallbacks, limits, timeouts);
 //! - [`supervisor`]: background work that is restarted when it fails;
 //! - [`retry`]: the one backoff and the one connect loop;
+//! - [`limits`]: per-user rate limits and the `RATE_LIMITS` switch;
 //! - [`db`] (feature `postgres`): the database settings and connection pools.
 //!
 //! The event bus (`bus`) plugs into it as a [`service::Part`]; a service without a
@@ -19,6 +20,7 @@ pub mod config;
 #[cfg(feature = "postgres")]
 pub mod db;
 pub mod http;
+pub mod limits;
 pub mod retry;
 pub mod service;
 pub mod supervisor;

@@ -803,9 +803,14 @@ fn measure(
             measured.met = measured.writes_again_s.is_some_and(|s| s <= 10.0);
         }
         Fault::PartitionFromDatabase { name, .. } => {
+            // Out of the rotation: not ready, or restarted (a liveness failure takes it
+            // out as well).
+            let out = ["not-ready", "liveness-failed", "restarting"];
             let left = events
                 .iter()
-                .filter(|e| e.name == name && e.event == "not-ready" && clock.at(e.t) >= from)
+                .filter(|e| {
+                    e.name == name && out.contains(&e.event.as_str()) && clock.at(e.t) >= from
+                })
                 .map(|e| clock.at(e.t))
                 .min();
             measured.left_rotation_s = left.map(|t| secs(from, t));

@@ -77,9 +77,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Journeys { .. } | Command::Chaos { .. } | Command::ClusterChaos { .. }
     ) {
         eprintln!(
-            "loadgen: all its users come from one address; the stack must run with \
-             RATE_LIMITS=off (make bench, make chaos and make cluster-chaos set it), or \
-             auth's per-address limits answer 429 past 20 sign-ups an hour"
+            "loadgen: all its users come from one address and each does far more than a \
+             person would; the stack must run with RATE_LIMITS=off and a high \
+             MAX_ACTIVE_ORDERS_PER_USER (make bench, make chaos and make cluster-chaos \
+             set both; `make up RATE_LIMITS=off MAX_ACTIVE_ORDERS_PER_USER=1000000`), or \
+             auth answers 429 to more than 8 sign-ups at once, and orders refuses an 11th \
+             unpaid order of one user"
         );
     }
     match command {

@@ -35,6 +35,9 @@ pub struct Endpoints {
     pub standbys: BTreeMap<String, String>,
     pub nats: Vec<String>,
     pub nats_monitors: BTreeMap<String, String>,
+    /// The admin user's NATS password (the cluster's `nats-credentials` Secret).
+    #[serde(default)]
+    pub nats_admin_password: Option<String>,
     pub standin: String,
 }
 
@@ -50,7 +53,7 @@ pub const SERVICES: [(&str, u16); 6] = [
 
 /// The services that keep a database, and those on the bus.
 pub const DATABASES: [&str; 5] = ["auth", "tickets", "orders", "payments", "expiration"];
-pub const ON_THE_BUS: [&str; 4] = ["tickets", "orders", "payments", "expiration"];
+pub const ON_THE_BUS: [&str; 5] = ["auth", "tickets", "orders", "payments", "expiration"];
 
 fn offset(service: &str) -> anyhow::Result<u16> {
     SERVICES
@@ -152,14 +155,34 @@ impl Stack {
         }
     }
 
-    /// A client of any of the NATS servers.
+    /// A client of any of the NATS servers, as the admin user (NATS refuses
+    /// anonymous clients): its password is the cluster's, or the local stack's
+    /// (`$STACK_DIR/nats/passwords/admin`, made by scripts/stack.sh).
     pub async fn nats_client(&self) -> anyhow::Result<async_nats::Client> {
         let servers = self
             .nats()
             .iter()
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(async_nats::ConnectOptions::new().connect(servers).await?)
+        let options = match self.nats_admin_password() {
+            Some(password) => {
+                async_nats::ConnectOptions::with_user_and_password("admin".into(), password)
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        Ok(options.connect(servers).await?)
+    }
+
+    fn nats_admin_password(&self) -> Option<String> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.nats_admin_password.clone();
+        }
+        let dir = std::env::var_os("STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join(".stack"));
+        std::fs::read_to_string(dir.join("nats/passwords/admin"))
+            .ok()
+            .map(|password| password.trim().to_owned())
     }
 
     pub fn standin(&self) -> String {

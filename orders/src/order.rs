@@ -99,6 +99,25 @@ impl Order {
         Ok(row.map(Order::from))
     }
 
+    /// How many unpaid orders (`created`, `awaiting:payment`) `user_id` holds, with
+    /// the user's other new orders held off until this transaction ends: of any
+    /// number placed at once, only as many as the cap allows get through.
+    pub async fn count_unpaid_locked(tx: &mut Tx, user_id: Uuid) -> sqlx::Result<i64> {
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
+            user_id.to_string(),
+        )
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM orders
+               WHERE user_id = $1 AND status IN ('created', 'awaiting:payment')"#,
+            user_id,
+        )
+        .fetch_one(&mut **tx)
+        .await
+    }
+
     pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Order>> {
         let row = sqlx::query_as!(
             OrderRow,
@@ -129,14 +148,29 @@ impl Order {
     }
 
     /// A user's orders, newest first.
-    pub async fn of_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<Order>> {
+    /// The user's orders, newest first: at most `limit`, those placed before the
+    /// user's order `before` if given (none if that is not one of theirs).
+    pub async fn of_user(
+        db: impl PgExecutor<'_>,
+        user_id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Order>> {
         let rows = sqlx::query_as!(
             OrderRow,
             r#"SELECT id, user_id, status AS "status: OrderStatus", expires_at, version,
                       ticket_id, ticket_title, ticket_price_cents AS "ticket_price: Price",
                       ticket_version
-               FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
+               FROM orders
+               WHERE user_id = $1
+                 AND ($2::uuid IS NULL
+                      OR (created_at, id) < (SELECT created_at, id FROM orders
+                                             WHERE id = $2 AND user_id = $1))
+               ORDER BY created_at DESC, id DESC
+               LIMIT $3"#,
             user_id,
+            before,
+            limit,
         )
         .fetch_all(db)
         .await?;

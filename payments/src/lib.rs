@@ -95,9 +95,11 @@ impl Service for Config {
     /// The API, and the reconciler that settles interrupted charges and makes refunds.
     async fn start(self) -> anyhow::Result<App> {
         let stripe = Stripe::new(&self.stripe)?;
-        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let mut backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let keys = SessionKeys::reader(&self.jwt_key);
+        backend.follow_sessions(&keys).await;
         let state = AppState {
-            keys: SessionKeys::reader(&self.jwt_key),
+            keys,
             payments: Payments::new(backend.pools.http.clone(), stripe.clone()),
         };
         let background = Payments::new(backend.pools.events.clone(), stripe);

@@ -96,6 +96,11 @@ impl From<sqlx::Error> for PaymentError {
 impl Payments {
     /// `pool`: the pool of whoever uses it (HTTP handlers, or background work).
     pub fn new(pool: PgPool, stripe: Stripe) -> Self {
+        // Counted from zero, so that the first charge or refund shows as an increase.
+        for settled in ["paid", "declined", "refunded"] {
+            metrics::counter!("charges_settled_total", "outcome" => settled).increment(0);
+        }
+        metrics::counter!("charges_refunded_total").increment(0);
         Self { pool, stripe }
     }
 

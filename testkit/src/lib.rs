@@ -20,6 +20,7 @@ pub mod bus;
 pub mod database;
 pub mod infrastructure;
 pub mod nats;
+pub mod otlp;
 pub mod probe;
 pub mod process;
 pub mod server;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use database::TestDatabase;
-pub use nats::{TestNats, TestNatsCluster};
+pub use nats::{TestNats, TestNatsCluster, Users, test_password};
 pub use probe::{EventProbe, Observed, publish_all, publish_raw};
 pub use process::{ServiceProcess, run_command};
 pub use server::{TestResponse, TestServer};

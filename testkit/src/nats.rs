@@ -14,6 +14,26 @@ use super::workspace_root;
 pub struct TestNats {
     pub url: String,
     server: Server,
+    users: Users,
+}
+
+/// Whether the server has users, as `make up` and the cluster run it
+/// (`infra/k8s/base/nats-authorization.conf`, each with [`test_password`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Users {
+    /// None: anyone may do anything (most tests).
+    None,
+    /// The services' users; anonymous connections are refused.
+    Required,
+    /// The services' users, and anonymous connections taken for the admin user: for
+    /// a stack of services that must use their own users, watched by test tools that
+    /// connect anonymously.
+    AnonymousIsAdmin,
+}
+
+/// The password of `user` on a test server with users.
+pub fn test_password(user: &str) -> String {
+    format!("test-nats-password-of-{user}")
 }
 
 enum Server {
@@ -28,6 +48,11 @@ enum Server {
 
 impl TestNats {
     pub async fn start() -> Self {
+        Self::start_with(Users::None).await
+    }
+
+    /// A server with the services' users ([`Users`]).
+    pub async fn start_with(users: Users) -> Self {
         let server = match Infrastructure::current() {
             Infrastructure::Local => {
                 let dir = std::env::temp_dir()
@@ -47,6 +72,7 @@ impl TestNats {
         let mut nats = Self {
             url: String::new(),
             server,
+            users,
         };
         nats.launch().await;
         nats
@@ -90,7 +116,7 @@ impl TestNats {
         let port = match &mut self.server {
             Server::Process { port, dir, child } => {
                 let ports_dir = dir.join("ports");
-                *child = Some(spawn(*port, dir, &ports_dir));
+                *child = Some(spawn(*port, dir, &ports_dir, self.users));
                 *port = wait_for_ports_file(&ports_dir).await;
                 *port
             }
@@ -105,7 +131,7 @@ impl TestNats {
 }
 
 /// Starts `nats-server` on `port` (any free one for 0) with its store under `dir`.
-fn spawn(port: u16, dir: &Path, ports_dir: &Path) -> Child {
+fn spawn(port: u16, dir: &Path, ports_dir: &Path, users: Users) -> Child {
     let listen = if port == 0 {
         "127.0.0.1:-1".to_owned()
     } else {
@@ -122,10 +148,17 @@ fn spawn(port: u16, dir: &Path, ports_dir: &Path) -> Child {
             ports = ports_dir.display(),
             log = dir.join("nats.log").display(),
             store = dir.join("jetstream").display(),
-        ),
+        ) + &authorization(users),
     )
     .unwrap();
-    Command::new(nats_server_binary())
+    let mut command = Command::new(nats_server_binary());
+    for (user, _) in bus::permissions::SERVICES.iter().chain(&[("admin", false)]) {
+        command.env(
+            bus::permissions::password_variable(user),
+            test_password(user),
+        );
+    }
+    command
         .arg("-c")
         .arg(&config)
         .stdout(Stdio::null())
@@ -134,6 +167,19 @@ fn spawn(port: u16, dir: &Path, ports_dir: &Path) -> Child {
         .unwrap_or_else(|e| {
             panic!("cannot start nats-server ({e}); run `make test` or scripts/stack.sh install")
         })
+}
+
+/// The users' part of the configuration: the committed authorization block.
+fn authorization(users: Users) -> String {
+    let block = || {
+        std::fs::read_to_string(workspace_root().join("infra/k8s/base/nats-authorization.conf"))
+            .unwrap()
+    };
+    match users {
+        Users::None => String::new(),
+        Users::Required => block(),
+        Users::AnonymousIsAdmin => format!("{}\nno_auth_user: admin\n", block()),
+    }
 }
 
 fn signal(child: &Option<Child>, signal: &str) {

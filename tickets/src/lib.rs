@@ -15,6 +15,7 @@ use bus::{BusConfig, Listeners, OnBus};
 use common::{Secret, SessionKeys};
 use kit::config::{self, ConfigError, Env, HttpConfig};
 use kit::db::DatabaseConfig;
+use kit::limits::UserRate;
 use kit::{App, Service};
 use sqlx::PgPool;
 
@@ -30,6 +31,11 @@ pub struct Config {
     /// `TICKETS_LIST_LIMIT` (default 1,000): the most tickets `GET /api/tickets`
     /// answers without paging; a `Link` header names the rest.
     pub list_limit: i64,
+    /// `TICKETS_PER_MINUTE_PER_USER` (default 60; 0 for none): tickets one user may
+    /// list a minute, per replica; off with `RATE_LIMITS=off`.
+    pub tickets_per_minute: u32,
+    /// `RATE_LIMITS` (on): see [`kit::limits`].
+    pub rate_limits: bool,
 }
 
 /// The default of `TICKETS_LIST_LIMIT`.
@@ -43,6 +49,8 @@ impl Config {
             bus: BusConfig::for_tests(nats_url),
             jwt_key: Secret::new(config::TEST_JWT_KEY),
             list_limit: LIST_LIMIT,
+            tickets_per_minute: 60,
+            rate_limits: true,
         }
     }
 }
@@ -53,6 +61,7 @@ pub struct AppState {
     pub keys: SessionKeys,
     /// The bound of an unpaged list.
     pub list_limit: i64,
+    pub listing_rate: UserRate,
 }
 
 impl Service for Config {
@@ -65,6 +74,8 @@ impl Service for Config {
             bus: BusConfig::from_env(env)?,
             jwt_key: config::jwt_key(env)?,
             list_limit: env.optional("TICKETS_LIST_LIMIT", LIST_LIMIT)?,
+            tickets_per_minute: env.optional("TICKETS_PER_MINUTE_PER_USER", 60)?,
+            rate_limits: kit::limits::rate_limits_on(env)?,
         })
         .and_then(|config: Self| {
             config::at_least(
@@ -81,11 +92,18 @@ impl Service for Config {
     }
 
     async fn start(self) -> anyhow::Result<App> {
-        let backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let mut backend = bus::Backend::connect::<Self>(&self.database, &self.bus).await?;
+        let keys = SessionKeys::reader(&self.jwt_key);
+        backend.follow_sessions(&keys).await;
         let state = AppState {
             pool: backend.pools.http.clone(),
-            keys: SessionKeys::reader(&self.jwt_key),
+            keys,
             list_limit: self.list_limit,
+            listing_rate: UserRate::new(
+                "listing tickets",
+                self.tickets_per_minute,
+                self.rate_limits,
+            ),
         };
         Ok(backend.app(routes::router(state)))
     }

@@ -43,7 +43,8 @@ impl Ticket {
         let event = Staged::new(&ticket.created_event())?;
         let statement = sqlx::query!(
             r#"WITH event AS (
-                   INSERT INTO outbox (event_id, subject, payload) VALUES ($5, $6, $7::text::json)
+                   INSERT INTO outbox (event_id, subject, payload, traceparent)
+                   VALUES ($5, $6, $7::text::json, $9)
                )
                INSERT INTO tickets (id, title, price_cents, user_id, version)
                VALUES ($1, $2, $3, $4, $8)"#,
@@ -55,6 +56,7 @@ impl Ticket {
             event.subject,
             event.payload,
             ticket.version,
+            event.traceparent,
         );
         event
             .execute(pool, statement)

@@ -1,11 +1,23 @@
+use axum::extract::State;
 use axum::http::header::{HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
-use common::session::CLEAR_COOKIE;
+use bus::{Tx, append};
+use common::events::SessionRevoked;
+use common::session::{self, CLEAR_COOKIE};
 use common::{Error, Json, Result};
 
-/// Signs out by clearing the session cookie. A browser sent here by another site (its
-/// `Origin` names another host) is refused: no page elsewhere may sign a user out.
+use crate::AppState;
+
+/// Signs out: revokes the session's token everywhere and clears the cookie.
+///
+/// The revocation (`session.revoked`, the token's id and expiry) goes through the
+/// outbox, so it is published even if this replica stops right after answering;
+/// every replica of every service that reads sessions refuses the token as soon as
+/// it arrives (within milliseconds) until the token expires. This replica refuses it
+/// at once. Without a valid session there is nothing to revoke, and the cookie is
+/// cleared all the same. A browser sent here by another site (its `Origin` names
+/// another host) is refused: no page elsewhere may sign a user out.
 #[utoipa::path(
     post,
     path = "/api/users/signout",
@@ -14,10 +26,21 @@ use common::{Error, Json, Result};
         (status = 403, description = "`Cross-site request refused`: the `Origin` is another site's", body = common::ErrorBody),
     )
 )]
-pub async fn signout(headers: HeaderMap) -> Result<impl IntoResponse> {
+pub async fn signout(State(app): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse> {
     if !same_site(&headers) {
         tracing::warn!("refused a cross-site sign-out");
         return Err(Error::CrossSite);
+    }
+    if let Some(signed_in) = session::session_of(&headers, &app.keys) {
+        let revoked = SessionRevoked {
+            token_id: signed_in.token_id,
+            exp: signed_in.user.exp,
+        };
+        let mut tx = Tx::begin(&app.pool).await?;
+        append(&mut tx, &revoked).await?;
+        tx.commit().await?;
+        app.keys.revoke(&revoked.token_id, revoked.exp);
+        tracing::info!(user = %signed_in.user.id, "signed out; the session is revoked");
     }
     Ok((
         [(SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE))],

@@ -49,7 +49,11 @@ fn a_short_or_development_key_stops_the_service() {
     assert!(!stderr.contains("local-development-jwt-key"), "{stderr}");
     let dev = ("JWT_KEY", "dev-only-jwt-key-do-not-use-in-prod-0123456789");
     // COOKIE_SECURE is on unless turned off: the development key is refused...
-    let (code, stderr) = run_with(&[("DATABASE_URL", "postgres://x/y"), dev]);
+    let (code, stderr) = run_with(&[
+        ("DATABASE_URL", "postgres://x/y"),
+        ("NATS_URL", "nats://127.0.0.1:1"),
+        dev,
+    ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("for development only"), "{stderr}");
     // ...and accepted for plain-http local use: the service starts (and keeps trying
@@ -60,6 +64,7 @@ fn a_short_or_development_key_stops_the_service() {
             ("DATABASE_URL", "postgres://127.0.0.1:1/none"),
             dev,
             ("COOKIE_SECURE", "false"),
+            ("NATS_URL", "nats://127.0.0.1:1"),
             ("PORT", "0"),
             ("OPS_PORT", "0"),
         ])
@@ -107,7 +112,7 @@ fn the_binary_lists_the_variables_it_reads() {
         .filter(|v| v["required"] == true)
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(required, ["DATABASE_URL", "JWT_KEY"]);
+    assert_eq!(required, ["DATABASE_URL", "JWT_KEY", "NATS_URL"]);
     let threads = variables
         .as_array()
         .unwrap()

@@ -128,7 +128,9 @@ async fn stops_gracefully_finishing_the_requests_in_flight() {
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let Auth { server, database } = auth;
+    let Auth {
+        server, database, ..
+    } = auth;
     server.stop().await.expect("a graceful stop returns Ok");
     for signin in signins {
         let status = signin.await.unwrap().expect("answered, not cut off");
@@ -141,7 +143,11 @@ async fn stops_gracefully_finishing_the_requests_in_flight() {
 /// stays 200 (the process itself is fine).
 #[tokio::test]
 async fn readiness_follows_the_database() {
-    let Auth { server, database } = Auth::start().await;
+    let Auth {
+        server,
+        database,
+        nats: _nats,
+    } = Auth::start().await;
     server.ready().await;
     assert_eq!(server.ops("/readyz").await.status, 200);
     drop(database); // dropped WITH (FORCE): its connections are cut, and it is gone

@@ -5,14 +5,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testkit::{TestDatabase, TestServer};
+use testkit::{TestDatabase, TestNats, TestServer};
 
 /// An auth replica with the per-address limits on, on `database`.
 async fn replica(
     database: &TestDatabase,
+    nats: &TestNats,
     tune: impl FnOnce(&mut auth::limits::LimitConfig),
 ) -> TestServer {
-    let mut config = auth::Config::for_tests(&database.url);
+    let mut config = auth::Config::for_tests(&database.url, &nats.url);
     config.limits.per_address = true;
     tune(&mut config.limits);
     TestServer::serve(config).await
@@ -63,8 +64,9 @@ async fn signin(
 #[tokio::test]
 async fn failures_per_account_block_it_on_every_replica_and_a_success_resets_them() {
     let database = TestDatabase::create().await;
-    let a = replica(&database, |_| {}).await;
-    let b = replica(&database, |_| {}).await;
+    let nats = TestNats::start().await;
+    let a = replica(&database, &nats, |_| {}).await;
+    let b = replica(&database, &nats, |_| {}).await;
     let email = "guessed@test.com";
     assert_eq!(
         post(&a, "/api/users/signup", "198.51.100.1", email, "right")
@@ -117,7 +119,8 @@ async fn failures_per_account_block_it_on_every_replica_and_a_success_resets_the
 #[tokio::test]
 async fn failures_per_address_block_the_address_unless_rate_limits_are_off() {
     let database = TestDatabase::create().await;
-    let server = replica(&database, |limits| limits.failures_per_address = 3).await;
+    let nats = TestNats::start().await;
+    let server = replica(&database, &nats, |limits| limits.failures_per_address = 3).await;
     let guesser = "192.0.2.66";
     for n in 0..4 {
         let (status, _, _) =
@@ -129,7 +132,7 @@ async fn failures_per_address_block_the_address_unless_rate_limits_are_off() {
     let (status, _, _) = signin(&server, "192.0.2.1", "victim9@test.com", "guess").await;
     assert_eq!(status, 400, "another address is not blocked");
 
-    let off = replica(&database, |limits| {
+    let off = replica(&database, &nats, |limits| {
         limits.failures_per_address = 3;
         limits.per_address = false;
     })
@@ -148,7 +151,8 @@ async fn failures_per_address_block_the_address_unless_rate_limits_are_off() {
 #[tokio::test]
 async fn a_flood_from_one_address_does_not_slow_anyone_else() {
     let database = TestDatabase::create().await;
-    let server = replica(&database, |limits| {
+    let nats = TestNats::start().await;
+    let server = replica(&database, &nats, |limits| {
         limits.failures_per_address = 1_000_000;
         limits.failures_per_account = 1_000_000;
         limits.hashing_per_address = 4;
@@ -219,7 +223,11 @@ async fn a_flood_from_one_address_does_not_slow_anyone_else() {
 #[tokio::test]
 async fn failed_sign_ups_are_limited_per_address() {
     let database = TestDatabase::create().await;
-    let server = replica(&database, |limits| limits.signup_failures_per_address = 3).await;
+    let nats = TestNats::start().await;
+    let server = replica(&database, &nats, |limits| {
+        limits.signup_failures_per_address = 3
+    })
+    .await;
     let signup = |address: &'static str, email: String| {
         let server = &server;
         async move { post(server, "/api/users/signup", address, &email, "password").await }
@@ -252,9 +260,11 @@ async fn failed_sign_ups_are_limited_per_address() {
 #[tokio::test]
 async fn failed_sign_ins_are_logged_without_the_email_and_counted() {
     let database = TestDatabase::create().await;
+    let nats = TestNats::start().await;
     let env = [
         ("DATABASE_URL", database.url.as_str()),
         ("JWT_KEY", testkit::JWT_KEY),
+        ("NATS_URL", nats.url.as_str()),
         ("LOG_FORMAT", "json"),
     ];
     let mut process = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_auth"), &env);

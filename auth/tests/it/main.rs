@@ -11,20 +11,26 @@ mod signout;
 mod signup;
 
 use serde_json::{Value, json};
-use testkit::{TestDatabase, TestResponse, TestServer};
+use testkit::{TestDatabase, TestNats, TestResponse, TestServer};
 
 /// A running auth service with its own fresh database.
 pub struct Auth {
     pub server: TestServer,
     pub database: TestDatabase,
+    pub nats: TestNats,
 }
 
 impl Auth {
     pub async fn start() -> Self {
         let database = TestDatabase::create().await;
-        let config = auth::Config::for_tests(&database.url);
+        let nats = TestNats::start().await;
+        let config = auth::Config::for_tests(&database.url, &nats.url);
         let server = TestServer::serve(config).await;
-        Self { server, database }
+        Self {
+            server,
+            database,
+            nats,
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> TestResponse {

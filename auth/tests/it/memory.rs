@@ -57,9 +57,11 @@ const HASH_KB: u64 = 19 * 1024;
 #[tokio::test]
 async fn a_burst_of_sign_ups_leaves_memory_bounded_and_returns_it() {
     let database = TestDatabase::create().await;
+    let nats = testkit::TestNats::start().await;
     let env = [
         ("DATABASE_URL", database.url.as_str()),
         ("JWT_KEY", JWT_KEY),
+        ("NATS_URL", nats.url.as_str()),
         ("RUST_LOG", "warn"),
         // The burst comes from one address: its sign-up and hashing limits are off.
         ("RATE_LIMITS", "off"),

@@ -63,3 +63,66 @@ async fn signout_refuses_a_foreign_origin() {
         assert!(answer.headers().get("set-cookie").is_some());
     }
 }
+
+/// Signing out revokes the token: this replica refuses it at once, another replica
+/// (same database and bus) within a second, and one started afterwards from its first
+/// request; the user's other session is untouched.
+#[tokio::test]
+async fn signout_revokes_the_session_on_every_replica() {
+    let auth = Auth::start().await;
+    let other_replica =
+        testkit::TestServer::serve(auth::Config::for_tests(&auth.database.url, &auth.nats.url))
+            .await;
+    let cookie = cookie_of(&auth.signup("revoked@test.com", "password").await.headers);
+    let second = cookie_of(&auth.signin("revoked@test.com", "password").await.headers);
+    assert!(
+        !other_replica
+            .get("/api/users/currentuser", Some(&cookie))
+            .await
+            .expect(200)["currentUser"]
+            .is_null()
+    );
+    let signed_out = std::time::Instant::now();
+    auth.server
+        .post("/api/users/signout", Some(&cookie), json!({}))
+        .await
+        .expect(200);
+    assert!(
+        auth.current_user(Some(&cookie)).await["currentUser"].is_null(),
+        "this replica"
+    );
+    loop {
+        let seen = other_replica
+            .get("/api/users/currentuser", Some(&cookie))
+            .await
+            .expect(200);
+        if seen["currentUser"].is_null() {
+            break;
+        }
+        assert!(
+            signed_out.elapsed() < std::time::Duration::from_secs(1),
+            "the other replica still accepts it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let late =
+        testkit::TestServer::serve(auth::Config::for_tests(&auth.database.url, &auth.nats.url))
+            .await;
+    assert!(
+        late.get("/api/users/currentuser", Some(&cookie))
+            .await
+            .expect(200)["currentUser"]
+            .is_null(),
+        "a replica started afterwards"
+    );
+    for server in [&auth.server, &other_replica, &late] {
+        let user = server
+            .get("/api/users/currentuser", Some(&second))
+            .await
+            .expect(200);
+        assert_eq!(
+            user["currentUser"]["email"], "revoked@test.com",
+            "the other session goes on"
+        );
+    }
+}

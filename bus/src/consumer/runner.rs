@@ -14,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use kit::retry::Backoff;
 use kit::supervisor::panic_message;
+use kit::telemetry::trace;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -141,6 +142,9 @@ impl<L: Listener> Subscribed<L> {
             .messages()
             .await
             .context("subscribing")?;
+        // Counted from zero, so that the first event parked shows as an increase (a
+        // counter that first appears at 1 does not) and the alert on it fires.
+        metrics::counter!("events_parked_total", "subject" => subject.as_str()).increment(0);
         let mut in_flight = FuturesUnordered::new();
         let mut gauges = tokio::time::interval(Duration::from_secs(5));
         let result = loop {
@@ -176,13 +180,39 @@ impl<L: Listener> Subscribed<L> {
                 .increment(1);
         }
         let event_id = event_id(&message);
-        let span = tracing::info_span!(
-            "event",
-            service = context.service,
-            subject = subject.as_str(),
-            event_id = event_id.as_deref().unwrap_or("none"),
-            delivered,
-        );
+        let span = if trace::enabled() {
+            // A CONSUMER span, child of the publish (every delivery of the event carries
+            // the same traceparent, so a redelivery joins the same trace).
+            let span = tracing::info_span!(
+                "event",
+                otel.name = %format_args!("process {subject}"),
+                otel.kind = "consumer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "nats",
+                messaging.operation.type = "process",
+                messaging.destination.name = subject.as_str(),
+                messaging.message.id = event_id.as_deref().unwrap_or("none"),
+                messaging.consumer.group.name = common::events::durable_name(context.service, subject),
+                service = context.service,
+                subject = subject.as_str(),
+                event_id = event_id.as_deref().unwrap_or("none"),
+                delivered,
+            );
+            let traceparent = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(trace::TRACEPARENT));
+            trace::continue_from(&span, traceparent.map(|value| value.as_str()));
+            span
+        } else {
+            tracing::info_span!(
+                "event",
+                service = context.service,
+                subject = subject.as_str(),
+                event_id = event_id.as_deref().unwrap_or("none"),
+                delivered,
+            )
+        };
         async {
             let Some(event_id) = event_id.as_deref() else {
                 let reason = "the event has no Nats-Msg-Id header";
@@ -213,7 +243,17 @@ impl<L: Listener> Subscribed<L> {
             metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label)
                 .increment(1);
             match outcome {
-                Ok(Outcome::Done | Outcome::Duplicate) => {
+                Ok(done @ (Outcome::Done | Outcome::Duplicate)) => {
+                    if matches!(done, Outcome::Done) {
+                        let lag = appended_at(&message).unwrap_or(published);
+                        let lag = SystemTime::now().duration_since(lag).unwrap_or_default();
+                        metrics::histogram!(
+                            "event_lag_seconds",
+                            "subject" => subject.as_str(),
+                            "consumer" => context.service,
+                        )
+                        .record(lag.as_secs_f64());
+                    }
                     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
                     tracing::info!(outcome = label, latency_ms, "event handled");
                     waiting.forget(event_id);
@@ -227,6 +267,7 @@ impl<L: Listener> Subscribed<L> {
                     acknowledge(&message, AckKind::Nak(Some(delay))).await;
                 }
                 Err(error) => {
+                    tracing::Span::current().record("otel.status_code", "error");
                     waiting.forget(event_id);
                     failed(context, &message, event_id, &error).await;
                 }
@@ -235,6 +276,17 @@ impl<L: Listener> Subscribed<L> {
         .instrument(span)
         .await;
     }
+}
+
+/// When the delivered event was appended to its publisher's outbox (the relay's
+/// header), if it says.
+fn appended_at(message: &Message) -> Option<SystemTime> {
+    let header = message
+        .headers
+        .as_ref()?
+        .get(crate::outbox::APPENDED_AT_HEADER)?;
+    let micros: u64 = header.as_str().parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
 }
 
 /// Runs `work`, turning a panic into an error: a panicking handler is a failed

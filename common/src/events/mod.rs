@@ -1,8 +1,8 @@
 //! The events (`docs/api.md` § Events): what travels on the bus, and the rules both
 //! ends of it keep.
 //!
-//! - [`Subject`]: the six subjects of the `TICKETING` stream, who publishes each and
-//!   who consumes it;
+//! - [`Subject`]: the seven subjects of the `TICKETING` stream (the original's six
+//!   and `session.revoked`), who publishes each and who consumes it;
 //! - [`payloads`]: their payload types, field for field the original's JSON, shared
 //!   by publisher and consumers so that both sides agree at compile time;
 //! - [`Sequence`]: the version rule replicas apply updates by;
@@ -38,16 +38,18 @@ pub enum Subject {
     OrderCancelled,
     ExpirationComplete,
     PaymentCreated,
+    SessionRevoked,
 }
 
 impl Subject {
-    pub const ALL: [Subject; 6] = [
+    pub const ALL: [Subject; 7] = [
         Subject::TicketCreated,
         Subject::TicketUpdated,
         Subject::OrderCreated,
         Subject::OrderCancelled,
         Subject::ExpirationComplete,
         Subject::PaymentCreated,
+        Subject::SessionRevoked,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Subject {
             Subject::OrderCancelled => "order.cancelled",
             Subject::ExpirationComplete => "expiration.complete",
             Subject::PaymentCreated => "payment.created",
+            Subject::SessionRevoked => "session.revoked",
         }
     }
 }
@@ -70,17 +73,21 @@ impl Subject {
             Subject::OrderCreated | Subject::OrderCancelled => "orders",
             Subject::ExpirationComplete => "expiration",
             Subject::PaymentCreated => "payments",
+            Subject::SessionRevoked => "auth",
         }
     }
 
-    /// The services that consume it (checked against their listeners in `e2e`'s
-    /// documentation test).
+    /// The services whose durable consumers handle it (checked against their
+    /// listeners in `e2e`'s documentation test). `session.revoked` has none: every
+    /// replica of every service that reads sessions follows it itself (see
+    /// [`Subject::effects`]).
     pub const fn consumers(self) -> &'static [&'static str] {
         match self {
             Subject::TicketCreated | Subject::TicketUpdated => &["orders"],
             Subject::OrderCreated => &["tickets", "payments", "expiration"],
             Subject::OrderCancelled => &["tickets", "payments"],
             Subject::ExpirationComplete | Subject::PaymentCreated => &["orders"],
+            Subject::SessionRevoked => &[],
         }
     }
 
@@ -107,6 +114,12 @@ impl Subject {
             Subject::PaymentCreated => {
                 "orders completes a `created` or `awaiting:payment` order; a cancelled \
                  order stays cancelled (payments refunds)."
+            }
+            Subject::SessionRevoked => {
+                "every replica of auth, tickets, orders and payments reads it with an \
+                 ordered consumer of its own (not a shared durable: each must know every \
+                 revocation), from the start of the stream when it starts, and treats the \
+                 token as no current user until its `exp`."
             }
         }
     }

@@ -190,6 +190,22 @@ impl Event for PaymentCreated {
     const SUBJECT: Subject = Subject::PaymentCreated;
 }
 
+/// A session was signed out: every service refuses its token from now until the
+/// token's own expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRevoked {
+    /// The token's id: its `jti` claim (or, for a token without one, its signature).
+    pub token_id: String,
+    /// When the token expires anyway (seconds since the Unix epoch): the refusal may
+    /// be forgotten after it.
+    pub exp: i64,
+}
+
+impl Event for SessionRevoked {
+    const SUBJECT: Subject = Subject::SessionRevoked;
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -11,8 +11,8 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
 use super::{
-    ExpirationComplete, OrderCancelled, OrderCreated, PaymentCreated, Subject, TicketCreated,
-    TicketUpdated,
+    ExpirationComplete, OrderCancelled, OrderCreated, PaymentCreated, SessionRevoked, Subject,
+    TicketCreated, TicketUpdated,
 };
 
 /// The JSON Schema of a subject's payload, with every reference inlined.
@@ -24,6 +24,7 @@ pub fn payload_schema(subject: Subject) -> Value {
         Subject::OrderCancelled => inlined::<OrderCancelled>(),
         Subject::ExpirationComplete => inlined::<ExpirationComplete>(),
         Subject::PaymentCreated => inlined::<PaymentCreated>(),
+        Subject::SessionRevoked => inlined::<SessionRevoked>(),
     }
 }
 
@@ -142,6 +143,11 @@ pub fn asyncapi() -> Value {
                         "Nats-Msg-Id": {
                             "type": "string",
                             "description": "The event id: JetStream drops a copy published within its duplicate window, and consumers record it to handle the event once.",
+                        },
+                        "Ticketing-Appended-At": {
+                            "type": "string",
+                            "pattern": "^[0-9]+$",
+                            "description": "When the event was appended to its publisher's outbox, in microseconds since the Unix epoch: consumers measure the event's lag from it (event_lag_seconds).",
                         },
                     },
                 },

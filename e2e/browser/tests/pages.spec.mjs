@@ -39,8 +39,17 @@ test("the header follows the session", async ({ page }) => {
   await expect(page.getByRole("heading", { name: "Sign Out" })).toBeVisible();
   await page.goto("/");
   await expect(page.getByRole("link", { name: "My Orders" })).toBeVisible();
+  const before = (await page.context().cookies()).find((c) => c.name === "session");
   await signOut(page);
   await expect(page.getByRole("link", { name: "Sign Up" })).toBeVisible();
+  // The old cookie, kept by someone and sent again, no longer signs anybody in: the
+  // session was revoked, not only forgotten by this browser.
+  await page.context().addCookies([before]);
+  await page.goto("/");
+  await expect(page.getByRole("link", { name: "Sign Up" })).toBeVisible();
+  await page.goto("/orders");
+  await expect(page.getByRole("link", { name: "My Orders" })).toHaveCount(0);
+  await page.context().clearCookies();
 
   // Signing in again: a wrong password is shown on the form, the right one signs in.
   await signIn(page, address, "wrong-password");

@@ -75,24 +75,27 @@ impl Inputs {
 /// The write routes and their fields: (server, method, path, fields).
 type Route<'a> = (&'a TestServer, Method, String, &'static [&'static str]);
 
-async fn send(
+/// Sends `body`; a description of the exchange if the answer was a 5xx.
+async fn server_error(
     server: &TestServer,
     method: Method,
     path: &str,
     cookie: &str,
     body: Vec<u8>,
-) -> (u16, String) {
+) -> Option<String> {
     let response = server
         .client
-        .request(method, server.url(path))
+        .request(method.clone(), server.url(path))
         .header("cookie", cookie)
         .header("content-type", "application/json")
-        .body(body)
+        .body(body.clone())
         .send()
         .await
         .unwrap();
     let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
+    let answer = response.text().await.unwrap_or_default();
+    let sent: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+    (status >= 500).then(|| format!("{method} {path} answered {status} {answer} to {sent:?}"))
 }
 
 #[tokio::test]
@@ -173,16 +176,7 @@ async fn arbitrary_input_to_every_write_route_never_gets_a_5xx() {
                 }
                 serde_json::to_vec(&Value::Object(object)).unwrap()
             };
-            let (status, answer) = send(server, method.clone(), path, cookie, body.clone()).await;
-            if status >= 500 {
-                server_errors.push(format!(
-                    "{method} {path} answered {status} {answer} to {:?}",
-                    String::from_utf8_lossy(&body)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                ));
-            }
+            server_errors.extend(server_error(server, method.clone(), path, cookie, body).await);
         }
     }
     // A real order, so that fuzzed tokens reach the payment itself.
@@ -191,23 +185,16 @@ async fn arbitrary_input_to_every_write_route_never_gets_a_5xx() {
     for _ in 0..150 {
         let body = json!({"token": inputs.value(), "orderId": order["id"]});
         let body = serde_json::to_vec(&body).unwrap();
-        let (status, answer) = send(
-            &stack.payments.server,
-            Method::POST,
-            "/api/payments",
-            &buyer,
-            body.clone(),
-        )
-        .await;
-        if status >= 500 {
-            server_errors.push(format!(
-                "POST /api/payments answered {status} {answer} to {:?}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ));
-        }
+        server_errors.extend(
+            server_error(
+                &stack.payments.server,
+                Method::POST,
+                "/api/payments",
+                &buyer,
+                body,
+            )
+            .await,
+        );
     }
     assert!(server_errors.is_empty(), "{server_errors:#?}");
 }

@@ -5,4 +5,6 @@ mod burst;
 mod fuzz;
 mod purchase;
 mod race;
+mod signout;
 mod tickets_and_orders;
+mod trace;

@@ -17,15 +17,16 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse as _, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use super::{http_metrics, requests};
+use super::{http_metrics, requests, trace};
 use crate::supervisor::panic_message;
 use common::Error;
+use common::error::Failure;
 
 /// Bounds each request's time (`REQUEST_TIMEOUT_SECONDS`: a request still running then
 /// is abandoned, its transaction rolled back, and answered 503), answers a handler's
@@ -78,6 +79,14 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
+        // Copied, not cloned: a header parsed by hyper shares the connection's read
+        // buffer, and the record that carries it to the log thread would keep that
+        // buffer from being reused for the next request.
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|id| HeaderValue::from_bytes(id.as_bytes()).ok());
+        let span = trace::enabled().then(|| request_span(&request, route.as_ref()));
         let inner = &mut self.inner;
         let (response, answer) =
             match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
@@ -92,8 +101,33 @@ where
             started: Instant::now(),
             method,
             route,
+            request_id,
+            span,
         }
     }
+}
+
+/// The header an ingress gives each request (ingress-nginx does; `make up`'s nginx too).
+const REQUEST_ID: &str = "x-request-id";
+
+/// A request's span, with OpenTelemetry's HTTP server conventions, continuing the
+/// trace of its `traceparent` if it came with one (only made while traces are on).
+fn request_span(request: &Request, route: Option<&MatchedPath>) -> tracing::Span {
+    let method = request.method();
+    let route = route.map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request.headers().get(trace::TRACEPARENT);
+    trace::continue_from(&span, traceparent.and_then(|v| v.to_str().ok()));
+    span
 }
 
 pin_project! {
@@ -110,6 +144,9 @@ pin_project! {
         started: Instant,
         method: Method,
         route: Option<MatchedPath>,
+        request_id: Option<HeaderValue>,
+        // The request's span, while traces are on.
+        span: Option<tracing::Span>,
     }
 }
 
@@ -121,6 +158,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
         let polled = match (this.answer.take(), this.response.as_mut().as_pin_mut()) {
             (Some(answer), _) => Poll::Ready(Ok(answer)),
             (None, Some(response)) => {
@@ -157,6 +195,27 @@ where
         let route = this.route.take();
         let route_label = route.as_ref().map_or("unmatched", MatchedPath::as_str);
         http_metrics::record(this.method, route_label, status, latency);
+        let trace = this.span.as_ref().and_then(|span| {
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+            trace::ids_of(span)
+        });
+        if let Some(Failure(cause)) = response.extensions_mut().remove::<Failure>() {
+            // Rare, so made here: the id the ingress gave, or one of our own.
+            let request_id = this.request_id.as_ref().and_then(|id| id.to_str().ok());
+            let request_id =
+                request_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            tracing::error!(
+                error = cause,
+                method = %this.method,
+                route = route_label,
+                status = status.as_u16(),
+                request_id,
+                "request failed"
+            );
+        }
         if requests::enabled() {
             requests::log(requests::Record {
                 at: SystemTime::now(),
@@ -164,6 +223,8 @@ where
                 route,
                 status,
                 latency,
+                request_id: this.request_id.take(),
+                trace,
             });
         }
         Poll::Ready(Ok(response))

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::MatchedPath;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use chrono::{DateTime, Utc};
 
 /// Records waiting for the log thread.
@@ -30,6 +30,10 @@ pub(super) struct Record {
     pub route: Option<MatchedPath>,
     pub status: StatusCode,
     pub latency: Duration,
+    /// The ingress's `X-Request-Id`, if it gave one.
+    pub request_id: Option<HeaderValue>,
+    /// The request's trace and span ids, while traces are on.
+    pub trace: Option<(String, String)>,
 }
 
 struct Queue {
@@ -146,19 +150,38 @@ fn format(out: &mut String, clock: &mut Clock, record: &Record, json: bool) {
         out.push_str(record.method.as_str());
         out.push_str("\",\"route\":\"");
         escape_json(route, out);
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "\",\"status\":{},\"latency_ms\":{latency_ms:.3}}}",
+            "\",\"status\":{},\"latency_ms\":{latency_ms:.3}",
             record.status.as_u16()
         );
+        if let Some(id) = record.request_id.as_ref().and_then(|id| id.to_str().ok()) {
+            out.push_str(",\"request_id\":\"");
+            escape_json(id, out);
+            out.push('"');
+        }
+        if let Some((trace_id, span_id)) = &record.trace {
+            let _ = write!(
+                out,
+                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            );
+        }
+        out.push_str("}\n");
     } else {
         clock.timestamp(record.at, out);
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  INFO handled method={} route={route} status={} latency_ms={latency_ms:.3}",
             record.method,
             record.status.as_u16()
         );
+        if let Some(id) = record.request_id.as_ref().and_then(|id| id.to_str().ok()) {
+            let _ = write!(out, " request_id={id}");
+        }
+        if let Some((trace_id, _)) = &record.trace {
+            let _ = write!(out, " trace_id={trace_id}");
+        }
+        out.push('\n');
     }
 }
 
@@ -186,6 +209,8 @@ mod tests {
             route: None,
             status: StatusCode::NOT_FOUND,
             latency: Duration::from_micros(1234),
+            request_id: None,
+            trace: None,
         }
     }
 

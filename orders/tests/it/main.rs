@@ -5,6 +5,7 @@
 mod cancel;
 mod create;
 mod lifecycle;
+mod limits;
 mod read;
 mod replica;
 
@@ -30,12 +31,18 @@ impl Orders {
     }
 
     pub async fn with_window(expiration_window: Duration) -> Self {
+        Self::with(|config| orders::Config {
+            expiration_window,
+            ..config
+        })
+        .await
+    }
+
+    /// Orders with the test configuration as `adjust` changes it.
+    pub async fn with(adjust: impl FnOnce(orders::Config) -> orders::Config) -> Self {
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
-        let config = orders::Config {
-            expiration_window,
-            ..orders::Config::for_tests(&database.url, &nats.url)
-        };
+        let config = adjust(orders::Config::for_tests(&database.url, &nats.url));
         let server = TestServer::serve(config).await;
         server.ready().await;
         let pool = database.pool().await;

@@ -170,3 +170,53 @@ async fn creating_a_ticket_returns_it_and_publishes_ticket_created() {
         assert_eq!(ticket["price"], shown, "{sent}");
     }
 }
+
+/// docs/api.md § Errors: past `TICKETS_PER_MINUTE_PER_USER`, 429 with `Retry-After`
+/// and the error body, and nothing is listed; another user is unaffected.
+#[tokio::test]
+async fn listing_faster_than_the_rate_is_answered_429_with_retry_after() {
+    let nats = testkit::TestNats::start().await;
+    let database = testkit::TestDatabase::create().await;
+    let config = tickets::Config {
+        tickets_per_minute: 4,
+        ..crate::config(&database, &nats)
+    };
+    let server = testkit::TestServer::serve(config).await;
+    server.ready().await;
+    let (cookie, user) = new_user_cookie();
+    let post = |cookie: String, title: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .post(
+                    "/api/tickets",
+                    Some(&cookie),
+                    json!({"title": title, "price": 5}),
+                )
+                .await
+        }
+    };
+    for _ in 0..4 {
+        post(cookie.clone(), "within the rate").await.expect(201);
+    }
+    let refused = post(cookie.clone(), "too fast").await;
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&wait), "Retry-After {wait}");
+    refused.assert_error(
+        429,
+        "Too many requests: you are listing tickets too fast; try again shortly",
+    );
+    let pool = database.pool().await;
+    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(listed, 4);
+    let (other, _) = new_user_cookie();
+    post(other, "someone else").await.expect(201);
+}

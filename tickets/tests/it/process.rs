@@ -211,3 +211,91 @@ async fn concurrent_unpaged_lists_of_a_large_table_keep_memory_bounded() {
     assert!(after < 64.0, "peak RSS {after:.1} MiB");
     process.kill();
 }
+
+/// With traces on (`OTEL_EXPORTER_OTLP_ENDPOINT`), a request continues the trace of its
+/// `traceparent`; its JSON log lines, the request line and the error line included,
+/// carry the trace and span ids, and the error names its method, route and request id;
+/// the span reaches the collector under the service's name.
+#[tokio::test]
+async fn a_requests_log_lines_carry_its_trace_and_its_error_names_the_request() {
+    use testkit::otlp::{OtlpReceiver, SpanKind};
+
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.url.trim_end_matches("/v1/traces").to_owned();
+    let nats = TestNats::start().await;
+    let database = TestDatabase::create().await;
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("NATS_URL", nats.url.as_str()),
+        ("JWT_KEY", JWT_KEY),
+        ("LOG_FORMAT", "json"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_tickets"), &env);
+    process.ready().await;
+    // The table gone, reading a ticket fails with a 500.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query("DROP TABLE tickets CASCADE")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let path = format!("/api/tickets/{}", uuid::Uuid::new_v4());
+    let response = testkit::http_client()
+        .get(process.url(&path))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .header("x-request-id", "req-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+
+    let spans = receiver
+        .wait_for("the request's span", |spans| {
+            spans.iter().any(|s| s.trace_id == trace_id)
+        })
+        .await;
+    let span = spans.iter().find(|s| s.trace_id == trace_id).unwrap();
+    assert_eq!(span.name, "GET /api/tickets/{id}");
+    assert_eq!(span.kind, SpanKind::Server);
+    assert_eq!(
+        span.parent_span_id, caller_span,
+        "the caller's span is its parent"
+    );
+    assert_eq!(
+        span.service, "tickets",
+        "service.name defaults to the service"
+    );
+    assert_eq!(span.attribute("http.route"), Some("/api/tickets/{id}"));
+    assert_eq!(span.attribute("http.response.status_code"), Some("500"));
+
+    process.terminate().await;
+    let logs = process.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in: {logs}"))
+    };
+    let failed = find("request failed");
+    assert_eq!(failed["method"], "GET", "{failed}");
+    assert_eq!(failed["route"], "/api/tickets/{id}", "{failed}");
+    assert_eq!(failed["request_id"], "req-7f3a", "{failed}");
+    assert_eq!(failed["status"], 500, "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("tickets"),
+        "{failed}"
+    );
+    let handled = find("handled");
+    assert_eq!(handled["request_id"], "req-7f3a", "{handled}");
+    for line in [failed, handled] {
+        assert_eq!(line["trace_id"], trace_id, "{line}");
+        assert_eq!(line["span_id"], span.span_id.as_str(), "{line}");
+    }
+}
