@@ -185,8 +185,11 @@ def peers_of(name, peers):
     return chosen
 
 
-def iptables(name, *args, check=True):
-    pid = _info(name)["State"]["Pid"]
+def iptables(name, *args, check=True, pid=None):
+    """iptables in a container's network namespace; `pid` (its process) saves the
+    `podman inspect` that finds it, which waits while another podman command holds the
+    container's lock: seconds on a busy machine, between a fault's rules."""
+    pid = pid or _info(name)["State"]["Pid"]
     result = subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", *args],
                             capture_output=True, text=True)
     if check and result.returncode != 0:
@@ -194,19 +197,23 @@ def iptables(name, *args, check=True):
     return result
 
 
-def chain(name):
+def chain(name, pid):
     """The fault chain of a container's namespace, hooked into INPUT and OUTPUT."""
-    if iptables(name, "-n", "-L", CHAIN, check=False).returncode != 0:
-        iptables(name, "-N", CHAIN)
-        iptables(name, "-I", "INPUT", "-j", CHAIN)
-        iptables(name, "-I", "OUTPUT", "-j", CHAIN)
+    if iptables(name, "-n", "-L", CHAIN, check=False, pid=pid).returncode != 0:
+        iptables(name, "-N", CHAIN, pid=pid)
+        iptables(name, "-I", "INPUT", "-j", CHAIN, pid=pid)
+        iptables(name, "-I", "OUTPUT", "-j", CHAIN, pid=pid)
 
 
 def drop(name, addresses, match=()):
-    chain(name)
+    """Drops the container's traffic with `addresses`; returns when every rule is in
+    place, the moment the fault begins."""
+    pid = _info(name)["State"]["Pid"]
+    chain(name, pid)
     for address in addresses:
-        iptables(name, "-A", CHAIN, "-s", address, *match, "-j", "DROP")
-        iptables(name, "-A", CHAIN, "-d", address, *match, "-j", "DROP")
+        iptables(name, "-A", CHAIN, "-s", address, *match, "-j", "DROP", pid=pid)
+        iptables(name, "-A", CHAIN, "-d", address, *match, "-j", "DROP", pid=pid)
+    return now()
 
 
 def heal(*names):
@@ -215,7 +222,7 @@ def heal(*names):
         info = podman.inspect(name).get(name)
         if podman.state(info) != "running":
             continue
-        if iptables(name, "-F", CHAIN, check=False).returncode == 0:
+        if iptables(name, "-F", CHAIN, check=False, pid=info["State"]["Pid"]).returncode == 0:
             healed.append(name)
     return report("heal", names=healed, at=now())
 
@@ -231,8 +238,8 @@ def readiness_of(name):
 
 def partition(name, peers=(), seconds=None):
     addresses = peers_of(name, peers)
-    at = now()
-    drop(name, addresses)
+    # From when the rules are in place: what the readiness budget is measured against.
+    at = drop(name, addresses)
     result = {"name": name, "peers": list(peers) or "all", "addresses": addresses, "at": at,
               "readiness": readiness_of(name)}
     if seconds:
@@ -244,8 +251,8 @@ def partition(name, peers=(), seconds=None):
 
 def lossy(name, probability, peers=(), seconds=None):
     addresses = peers_of(name, peers)
-    at = now()
-    drop(name, addresses, ("-m", "statistic", "--mode", "random", "--probability", str(probability)))
+    at = drop(name, addresses,
+              ("-m", "statistic", "--mode", "random", "--probability", str(probability)))
     result = {"name": name, "peers": list(peers) or "all", "probability": probability, "at": at}
     if seconds:
         time.sleep(seconds)
