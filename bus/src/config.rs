@@ -35,8 +35,14 @@ pub struct BusConfig {
     /// `EVENT_WAIT_WARN_SECONDS` (default 60): an event still waiting for its
     /// predecessor after this long is logged as a warning.
     pub wait_warn_after: Duration,
-    /// `EVENT_CONCURRENCY` (default 8): events one consumer takes at a time.
+    /// `EVENT_CONCURRENCY` (default 8): transactions of events one consumer runs at a
+    /// time.
     pub concurrency: usize,
+    /// `EVENT_BATCH` (default 32): at most this many of the deliveries a consumer has
+    /// already received are applied in one transaction, one commit for all of them.
+    /// Nothing waits to fill a batch: at low load it holds one event. 1 handles every
+    /// event in a transaction of its own.
+    pub batch: usize,
     /// `EVENT_ACK_WAIT_SECONDS` (default 10): how long an unacknowledged delivery waits
     /// before JetStream redelivers it, to another replica if need be: after a crash,
     /// or when the replica that took it is cut off from NATS or stalled. Handlers are
@@ -69,6 +75,7 @@ impl BusConfig {
             retry_max_delay: env.fractional_seconds("EVENT_RETRY_MAX_DELAY_SECONDS", 5.0)?,
             wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
             concurrency: env.optional("EVENT_CONCURRENCY", 8)?,
+            batch: env.optional("EVENT_BATCH", 32_usize)?.max(1),
             ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 10)?,
             retention: env.optional("RETENTION_HOURS", 168_u64).map(hours)?,
             prune_interval: env.seconds("PRUNE_INTERVAL_SECONDS", 3600)?,
@@ -93,6 +100,7 @@ impl BusConfig {
             retry_max_delay: Duration::from_secs(5),
             wait_warn_after: Duration::from_secs(60),
             concurrency: 8,
+            batch: 32,
             ack_wait: Duration::from_secs(2),
             retention: hours(168),
             prune_interval: Duration::from_secs(3600),

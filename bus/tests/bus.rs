@@ -1249,3 +1249,229 @@ async fn an_events_publish_and_handling_join_the_trace_that_appended_it_redelive
         );
     }
 }
+
+// --- batches: deliveries received together, applied in one transaction -----------
+
+/// Queues one `expiration.complete` per id on the stream before any consumer runs,
+/// so that the consumer receives them in full batches.
+async fn queue(bench: &Bench, ids: &[Uuid]) {
+    let events: Vec<(String, ExpirationComplete)> = ids
+        .iter()
+        .map(|&order_id| (Uuid::new_v4().to_string(), ExpirationComplete { order_id }))
+        .collect();
+    testkit::publish_all(&bench.nats.url, &events).await;
+}
+
+/// How many transactions wrote the handled event ids.
+async fn transactions_of_processed_events(bench: &Bench) -> i64 {
+    bench
+        .count("SELECT count(DISTINCT xmin::text) FROM processed_events")
+        .await
+}
+
+#[tokio::test]
+async fn deliveries_received_together_are_committed_together_and_event_batch_1_turns_it_off() {
+    for (batch, most_transactions) in [(32, 600 / 4), (1, 600)] {
+        let bench = Bench::start().await;
+        queue(&bench, &ids(600)).await;
+        let recorder = Recorder::new("a");
+        let config = BusConfig {
+            batch,
+            ..config(10, Duration::from_secs(5))
+        };
+        bench.start_consumer(recorder.clone(), &config);
+        bench
+            .wait_for_count("SELECT count(*) FROM processed_events", 600)
+            .await;
+        wait_until("all 600 acknowledged", || {
+            all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 600)
+        })
+        .await;
+        let transactions = transactions_of_processed_events(&bench).await;
+        assert_eq!(bench.count("SELECT count(*) FROM handled").await, 600);
+        assert_eq!(
+            recorder.calls(),
+            600,
+            "EVENT_BATCH={batch}: each handled once"
+        );
+        if batch == 1 {
+            assert_eq!(transactions, 600, "EVENT_BATCH=1: a transaction per event");
+        } else {
+            assert!(
+                transactions <= most_transactions,
+                "EVENT_BATCH={batch}: {transactions} transactions for 600 queued events"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_a_wait_or_a_panic_in_a_batch_rolls_back_only_its_own_event() {
+    let bench = Bench::start().await;
+    let poison = Uuid::new_v4();
+    let recorder = Recorder {
+        panic_on: Some(poison),
+        ..Recorder::new("a")
+    };
+    // The first attempt fails after its database work, the next answers "not yet":
+    // each rolls back its batch, whose events are then handled one by one.
+    recorder.failures_left.store(1, Ordering::SeqCst);
+    recorder.not_yet_left.store(1, Ordering::SeqCst);
+    let mut events = ids(150);
+    events.insert(70, poison);
+    queue(&bench, &events).await;
+    bench.start_consumer(recorder.clone(), &config(3, Duration::from_secs(5)));
+
+    bench
+        .wait_for_count("SELECT count(*) FROM parked_events", 1)
+        .await;
+    bench
+        .wait_for_count("SELECT count(*) FROM handled", 150)
+        .await;
+    wait_until("all 151 settled", || {
+        all_acknowledged(&bench.connection, SERVICE, Subject::ExpirationComplete, 151)
+    })
+    .await;
+    assert_eq!(
+        bench
+            .count("SELECT count(DISTINCT order_id) FROM handled")
+            .await,
+        150,
+        "every other event applied exactly once"
+    );
+    let parked: String = sqlx::query_scalar("SELECT payload FROM parked_events")
+        .fetch_one(&bench.pool)
+        .await
+        .unwrap();
+    assert!(parked.contains(&poison.to_string()), "{parked}");
+    assert_eq!(
+        bench.count("SELECT count(*) FROM processed_events").await,
+        150,
+        "the poison's attempts left no processed id"
+    );
+    assert_eq!(
+        bench.count("SELECT count(*) FROM event_failures").await,
+        0,
+        "a rolled-back batch counts no failure against its other events"
+    );
+}
+
+/// A replica that also counts the updates it applied, to see any applied twice.
+#[derive(Clone, Default)]
+struct CountingReplica;
+
+impl Listener for CountingReplica {
+    type Event = TicketUpdated;
+
+    async fn handle(&self, tx: &mut Tx, event: TicketUpdated) -> anyhow::Result<Handled> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM replica WHERE id = $1 FOR UPDATE")
+                .bind(event.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(answer) = unless_next(version, event.version) {
+            return Ok(answer);
+        }
+        sqlx::query(
+            "UPDATE replica SET version = $2, title = $3, applied = applied + 1 WHERE id = $1",
+        )
+        .bind(event.id)
+        .bind(event.version)
+        .bind(&event.title)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Handled::Done)
+    }
+}
+
+#[tokio::test]
+async fn batches_of_two_replicas_racing_over_the_same_records_apply_every_version_once_in_order() {
+    const TICKETS: usize = 40;
+    const VERSIONS: i64 = 5;
+    const ROUNDS: usize = 5;
+    let bench = Bench::start().await;
+    sqlx::query(
+        "CREATE TABLE replica (id UUID PRIMARY KEY, version BIGINT NOT NULL, title TEXT NOT NULL,
+                               applied BIGINT NOT NULL DEFAULT 0)",
+    )
+    .execute(&bench.pool)
+    .await
+    .unwrap();
+    let config = config(50, Duration::from_secs(5));
+    // Two replicas of the service, each consuming both subjects.
+    for _ in 0..2 {
+        let listeners = Listeners::new()
+            .listen(CountingReplica)
+            .listen(ReplicaCreated);
+        Consumers::new(SERVICE, bench.pool.clone(), &config, listeners).spawn(
+            &bench.workers,
+            &bench.connection,
+            &bench.stop,
+        );
+    }
+    let price = Price::from_cents(100).unwrap();
+    for round in 0..ROUNDS {
+        let tickets: Vec<(Uuid, Uuid)> = (0..TICKETS)
+            .map(|_| (Uuid::new_v4(), Uuid::new_v4()))
+            .collect();
+        let created: Vec<(String, TicketCreated)> = tickets
+            .iter()
+            .map(|&(id, user_id)| {
+                let event = TicketCreated {
+                    id,
+                    version: 0,
+                    title: "v0".into(),
+                    price,
+                    user_id,
+                };
+                (format!("{id}-0"), event)
+            })
+            .collect();
+        // Every ticket's versions in order, the tickets interleaved: each batch holds
+        // many records, and the records of one batch are in the next one too.
+        let updated: Vec<(String, TicketUpdated)> = (1..=VERSIONS)
+            .flat_map(|version| {
+                tickets.iter().map(move |&(id, user_id)| {
+                    let event = TicketUpdated {
+                        id,
+                        version,
+                        title: format!("v{version}"),
+                        price,
+                        user_id,
+                        order_id: None,
+                    };
+                    (format!("{id}-{version}"), event)
+                })
+            })
+            .collect();
+        tokio::join!(
+            testkit::publish_all(&bench.nats.url, &updated),
+            testkit::publish_all(&bench.nats.url, &created),
+        );
+        let expected = i64::try_from((round + 1) * TICKETS).unwrap();
+        let what = format!("round {round}: every ticket at version {VERSIONS}");
+        wait_until(&what, || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM replica WHERE version = $1")
+                .bind(VERSIONS)
+                .fetch_one(&bench.pool)
+                .await
+                .unwrap()
+                == expected
+        })
+        .await;
+    }
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM replica WHERE applied <> $1 OR title <> 'v' || $1::text",
+    )
+    .bind(VERSIONS)
+    .fetch_one(&bench.pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0, "a version applied twice, or out of order");
+    let events = i64::try_from(ROUNDS * TICKETS).unwrap() * (VERSIONS + 1);
+    assert_eq!(
+        bench.count("SELECT count(*) FROM processed_events").await,
+        events
+    );
+    assert_eq!(bench.count("SELECT count(*) FROM parked_events").await, 0);
+}

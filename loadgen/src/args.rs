@@ -104,6 +104,9 @@ pub enum Command {
     },
     /// Only bench's orders and expiration lateness.
     Lateness,
+    /// Only bench's backlog: 10,000 `ticket.created` queued at once, drained into the
+    /// orders replica.
+    Backlog,
     /// Writes docs/benchmarks.md from bench's results.
     Report {
         /// The results of `loadgen bench`.

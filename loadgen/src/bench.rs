@@ -45,6 +45,18 @@ pub struct Delays {
     pub spread_ms: f64,
 }
 
+/// A backlog of `ticket.created` events drained into the orders replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backlog {
+    pub events: u64,
+    /// From the commit until the relay had published every event (its outbox empty).
+    pub drained_s: f64,
+    /// From the first event in the orders replica to the last.
+    pub replicated_s: f64,
+    /// `events` / `replicated_s`.
+    pub per_second: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Memory {
     pub service: String,
@@ -61,6 +73,9 @@ pub struct Results {
     pub ceilings: Vec<Throughput>,
     pub propagation: Vec<Delays>,
     pub lateness: Delays,
+    /// Absent from the results of runs before it was measured.
+    #[serde(default)]
+    pub backlog: Option<Backlog>,
     pub memory: Vec<Memory>,
     pub startup_ms: BTreeMap<String, f64>,
     pub journeys: Throughput,
@@ -406,6 +421,10 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
     let (orders, lateness) = orders_and_lateness(stack, &http).await?;
     http_results.push(orders);
 
+    quiesce(stack).await?;
+    println!("bench: a backlog of {BACKLOG} ticket.created");
+    let backlog = Some(backlog(stack, BACKLOG).await?);
+
     println!("bench: event propagation");
     let mut propagation = Vec::new();
     for rate in [200.0, 1000.0] {
@@ -466,6 +485,7 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         ceilings,
         propagation,
         lateness,
+        backlog,
         memory,
         startup_ms,
         journeys,
@@ -619,6 +639,81 @@ async fn propagate(
         p99_ms: summary.p99_ms,
         max_ms: summary.max_ms,
         spread_ms: 0.0,
+    })
+}
+
+/// The events of the backlog measurement.
+pub const BACKLOG: usize = 10_000;
+
+/// `count` tickets listed in one transaction with their `ticket.created` events,
+/// written straight into tickets' database (one statement, as if that many sales had
+/// committed at once), then timed on their way: until the relay has published them all,
+/// and from the first to the last in the orders replica, which is the consumer's rate.
+pub(crate) async fn backlog(stack: &Stack, count: usize) -> anyhow::Result<Backlog> {
+    let tickets = sqlx::PgPool::connect(&stack.database("tickets")).await?;
+    let orders = sqlx::PgPool::connect(&stack.database("orders")).await?;
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+    let committed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "WITH listed AS (
+             INSERT INTO tickets (id, title, price_cents, user_id, version)
+             SELECT id, 'backlog', 1000, $2, 0 FROM unnest($1::uuid[]) AS id
+             RETURNING id, title, user_id
+         ), queued AS (
+             INSERT INTO outbox (event_id, subject, payload)
+             SELECT gen_random_uuid(), 'ticket.created',
+                    json_build_object('id', id, 'version', 0, 'title', title, 'price', 10,
+                                      'userId', user_id)
+             FROM listed
+         )
+         SELECT now()",
+    )
+    .bind(&ids)
+    .bind(Uuid::new_v4())
+    .fetch_one(&tickets)
+    .await
+    .context("writing the backlog")?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let drained = loop {
+        let (left, at): (i64, chrono::DateTime<chrono::Utc>) =
+            sqlx::query_as("SELECT count(*), clock_timestamp() FROM outbox")
+                .fetch_one(&tickets)
+                .await?;
+        if left == 0 {
+            break at;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} events still in tickets' outbox after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (first, last) = loop {
+        let (replicated, first, last): (
+            i64,
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ) = sqlx::query_as(
+            "SELECT count(*), min(replicated_at), max(replicated_at) FROM tickets WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_one(&orders)
+        .await?;
+        if usize::try_from(replicated).unwrap_or(0) == count {
+            break (first.context("no first")?, last.context("no last")?);
+        }
+        if Instant::now() > deadline {
+            bail!("only {replicated} of {count} tickets in the orders replica after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seconds = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6
+    };
+    let replicated_s = seconds(first, last);
+    Ok(Backlog {
+        events: count as u64,
+        drained_s: seconds(committed, drained),
+        replicated_s,
+        per_second: count as f64 / replicated_s.max(1e-3),
     })
 }
 

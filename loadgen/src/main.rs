@@ -107,6 +107,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             journeys::run(config).await?.print();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backlog => {
+            let backlog = bench::backlog(&stack, bench::BACKLOG).await?;
+            println!(
+                "backlog of {} ticket.created: outbox drained after {:.2} s; orders replica first to last {:.2} s, {:.0}/s",
+                backlog.events, backlog.drained_s, backlog.replicated_s, backlog.per_second
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Lateness => {
             let http = reqwest::Client::new();
             let (orders, late) = bench::orders_and_lateness(&stack, &http).await?;

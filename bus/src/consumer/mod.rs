@@ -9,6 +9,12 @@
 //! 2. lets the [`Listener`] apply the event inside that transaction;
 //! 3. commits, and only then acknowledges.
 //!
+//! Deliveries that arrive together (up to `EVENT_BATCH`) share one transaction: one
+//! commit instead of one per event, which is what a consumer's throughput under load
+//! is made of. The batch commits only if every event in it is done (or a duplicate);
+//! otherwise it rolls back whole and each event goes through the steps above on its
+//! own, so a failure, a panic or a "not yet" affects only the event that caused it.
+//!
 //! What else can happen to a delivery is the retry policy's (`retry.rs`):
 //!
 //! - the listener answers [`Handled::NotYet`] (a replica waits for an earlier
@@ -254,15 +260,21 @@ pub async fn apply<L: Listener>(
     let outcome = apply_in(&mut tx, listener, event_id, event).await?;
     if outcome == Outcome::Done {
         if delivery == Delivery::Again {
-            sqlx::query!("DELETE FROM event_failures WHERE event_id = $1", event_id)
-                .execute(&mut *tx)
-                .await
-                .context("forgetting earlier failures")?;
+            forget_failures(&mut tx, event_id).await?;
         }
         tx.commit().await.context("committing")?;
     }
     // Otherwise dropping the transaction rolls back, the processed id included.
     Ok(outcome)
+}
+
+/// A redelivered event handled at last: its earlier failures are forgotten with it.
+pub(crate) async fn forget_failures(tx: &mut Tx, event_id: &str) -> anyhow::Result<()> {
+    sqlx::query!("DELETE FROM event_failures WHERE event_id = $1", event_id)
+        .execute(&mut **tx)
+        .await
+        .context("forgetting earlier failures")?;
+    Ok(())
 }
 
 /// Records the event id and runs the listener within `tx`; the caller commits.

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use super::retry::{acknowledge, failed, park};
 use super::waiting::Waiting;
-use super::{Context, Delivery, Listener, Outcome, apply, apply_in, durable};
+use super::{Context, Delivery, Listener, Outcome, apply, apply_in, durable, forget_failures};
 use crate::stream::Nats;
 use crate::tx::Tx;
 
@@ -117,10 +117,11 @@ impl<L: Listener> Subscription for Subscribed<L> {
 }
 
 impl<L: Listener> Subscribed<L> {
-    /// Consumes until `stop` (Ok) or until the subscription breaks (Err), handling up
-    /// to `EVENT_CONCURRENCY` events at once. Events of one aggregate may then be
-    /// handled out of order; row locks, processed ids and the version rule keep that
-    /// correct.
+    /// Consumes until `stop` (Ok) or until the subscription breaks (Err), running up
+    /// to `EVENT_CONCURRENCY` transactions at once, each applying up to `EVENT_BATCH`
+    /// of the deliveries already received (see `deliver_all`). Events of one aggregate
+    /// may then be handled out of order; row locks, processed ids and the version rule
+    /// keep that correct.
     async fn consume(
         &self,
         context: &Context,
@@ -141,7 +142,9 @@ impl<L: Listener> Subscribed<L> {
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .context("subscribing")?;
+            .context("subscribing")?
+            // What has arrived, up to a batch, without waiting for more.
+            .ready_chunks(context.config.batch);
         // Counted from zero, so that the first event parked shows as an increase (a
         // counter that first appears at 1 does not) and the alert on it fires.
         metrics::counter!("events_parked_total", "subject" => subject.as_str()).increment(0);
@@ -153,11 +156,28 @@ impl<L: Listener> Subscribed<L> {
                 () = stop.cancelled() => break Ok(()),
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = gauges.tick() => waiting.report(),
-                next = messages.next(), if in_flight.len() < context.config.concurrency => match next {
-                    Some(Ok(message)) => in_flight.push(self.deliver(context, waiting, message)),
-                    Some(Err(error)) => break Err(anyhow::Error::from(error).context("receiving")),
-                    None => break Err(anyhow::anyhow!("the message stream ended")),
-                },
+                next = messages.next(), if in_flight.len() < context.config.concurrency => {
+                    let Some(received) = next else {
+                        break Err(anyhow::anyhow!("the message stream ended"));
+                    };
+                    let mut messages = Vec::with_capacity(received.len());
+                    let mut broken = None;
+                    for item in received {
+                        match item {
+                            Ok(message) => messages.push(message),
+                            Err(error) => {
+                                broken = Some(error);
+                                break;
+                            }
+                        }
+                    }
+                    if !messages.is_empty() {
+                        in_flight.push(self.deliver_all(context, waiting, messages));
+                    }
+                    if let Some(error) = broken {
+                        break Err(anyhow::Error::from(error).context("receiving"));
+                    }
+                }
             }
         };
         // Finish what was started before returning (on stop or on a broken subscription).
@@ -165,9 +185,170 @@ impl<L: Listener> Subscribed<L> {
         result
     }
 
-    /// Handles one delivery end to end: apply, then acknowledge, retry later or park.
-    async fn deliver(&self, context: &Context, waiting: &Waiting, message: Message) {
+    /// Handles deliveries received together. More than one are applied in one
+    /// transaction (one commit, one WAL flush for all), acknowledged once it commits.
+    /// If any of them is not applicable yet, fails or panics, the whole transaction
+    /// rolls back and each is handled again on its own, in order, so that the retry
+    /// policy sees exactly the deliveries that failed; the rolled-back attempt counts as
+    /// no failure.
+    async fn deliver_all(&self, context: &Context, waiting: &Waiting, messages: Vec<Message>) {
+        let received: Vec<Received> = messages
+            .into_iter()
+            .map(|message| Received::new(context, L::Event::SUBJECT, message))
+            .collect();
+        if let [_, _, ..] = received.as_slice() {
+            let started = std::time::Instant::now();
+            match self.apply_together(context, &received).await {
+                Ok(outcomes) => {
+                    for (delivery, outcome) in received.iter().zip(outcomes) {
+                        self.settle(context, waiting, delivery, Ok(outcome), started)
+                            .instrument(delivery.span.clone())
+                            .await;
+                    }
+                    return;
+                }
+                Err(error) => tracing::debug!(
+                    subject = %L::Event::SUBJECT,
+                    events = received.len(),
+                    error = format!("{error:#}"),
+                    "a batch of events was rolled back; each is handled on its own"
+                ),
+            }
+        }
+        for delivery in &received {
+            self.deliver(context, waiting, delivery)
+                .instrument(delivery.span.clone())
+                .await;
+        }
+    }
+
+    /// Applies every delivery in one transaction and commits it, or fails (rolling it
+    /// all back) at the first one that is unreadable, not applicable yet or failing.
+    async fn apply_together(
+        &self,
+        context: &Context,
+        received: &[Received],
+    ) -> anyhow::Result<Vec<Outcome>> {
+        // The semaphore is never closed.
+        let _permit = context.permits.acquire().await;
+        catching_panics(async {
+            let mut tx = Tx::begin(&context.pool)
+                .await
+                .context("starting a transaction")?;
+            let mut outcomes = Vec::with_capacity(received.len());
+            for delivery in received {
+                let (event_id, event) = delivery.read::<L::Event>().map_err(anyhow::Error::msg)?;
+                let outcome = apply_in(&mut tx, &self.listener, event_id, event)
+                    .instrument(delivery.span.clone())
+                    .await?;
+                match outcome {
+                    Outcome::NotYet(reason) => {
+                        anyhow::bail!("an event is not applicable yet: {reason}")
+                    }
+                    Outcome::Done if delivery.delivered > 1 => {
+                        forget_failures(&mut tx, event_id).await?;
+                    }
+                    Outcome::Done | Outcome::Duplicate => {}
+                }
+                outcomes.push(outcome);
+            }
+            tx.commit().await.context("committing")?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// Handles one delivery end to end, in a transaction of its own: apply, then
+    /// acknowledge, retry later or park.
+    async fn deliver(&self, context: &Context, waiting: &Waiting, delivery: &Received) {
+        let (event_id, event) = match delivery.read::<L::Event>() {
+            Ok(read) => read,
+            Err(reason) => {
+                let event_id = delivery.event_id.as_deref();
+                return park(context, &delivery.message, event_id, 1, &reason).await;
+            }
+        };
+        let started = std::time::Instant::now();
+        let outcome = {
+            // The semaphore is never closed.
+            let _permit = context.permits.acquire().await;
+            let again = if delivery.delivered > 1 {
+                Delivery::Again
+            } else {
+                Delivery::First
+            };
+            catching_panics(apply(&context.pool, &self.listener, event_id, event, again)).await
+        };
+        self.settle(context, waiting, delivery, outcome, started)
+            .await;
+    }
+
+    /// What follows an attempt: acknowledged when done, redelivered later when not
+    /// applicable yet, the retry policy's when it failed.
+    async fn settle(
+        &self,
+        context: &Context,
+        waiting: &Waiting,
+        delivery: &Received,
+        outcome: anyhow::Result<Outcome>,
+        started: std::time::Instant,
+    ) {
         let subject = L::Event::SUBJECT;
+        let message = &delivery.message;
+        let event_id = delivery.event_id.as_deref().unwrap_or("none");
+        let label = match &outcome {
+            Ok(Outcome::Done) => "done",
+            Ok(Outcome::Duplicate) => "duplicate",
+            Ok(Outcome::NotYet(_)) => "not_yet",
+            Err(_) => "error",
+        };
+        metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label)
+            .increment(1);
+        match outcome {
+            Ok(done @ (Outcome::Done | Outcome::Duplicate)) => {
+                if matches!(done, Outcome::Done) {
+                    let lag = appended_at(message).unwrap_or(delivery.published);
+                    let lag = SystemTime::now().duration_since(lag).unwrap_or_default();
+                    metrics::histogram!(
+                        "event_lag_seconds",
+                        "subject" => subject.as_str(),
+                        "consumer" => context.service,
+                    )
+                    .record(lag.as_secs_f64());
+                }
+                let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                tracing::info!(outcome = label, latency_ms, "event handled");
+                waiting.forget(event_id);
+                acknowledge(message, AckKind::Ack).await;
+            }
+            Ok(Outcome::NotYet(reason)) => {
+                tracing::debug!(reason, "event not applicable yet");
+                waiting.note(event_id, delivery.published, reason);
+                let attempts = u32::try_from(delivery.delivered).unwrap_or(u32::MAX);
+                let delay = context.config.retry_backoff().after(attempts);
+                acknowledge(message, AckKind::Nak(Some(delay))).await;
+            }
+            Err(error) => {
+                tracing::Span::current().record("otel.status_code", "error");
+                waiting.forget(event_id);
+                failed(context, message, event_id, &error).await;
+            }
+        }
+    }
+}
+
+/// A delivery as received, with its event span.
+struct Received {
+    message: Message,
+    event_id: Option<String>,
+    /// Which delivery of the event this is (1: the first).
+    delivered: i64,
+    published: SystemTime,
+    span: tracing::Span,
+}
+
+impl Received {
+    fn new(context: &Context, subject: Subject, message: Message) -> Self {
         let (delivered, published) = message.info().map_or((1, SystemTime::now()), |info| {
             let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
             (
@@ -213,68 +394,23 @@ impl<L: Listener> Subscribed<L> {
                 delivered,
             )
         };
-        async {
-            let Some(event_id) = event_id.as_deref() else {
-                let reason = "the event has no Nats-Msg-Id header";
-                return park(context, &message, None, 1, reason).await;
-            };
-            let event = match serde_json::from_slice::<L::Event>(&message.payload) {
-                Ok(event) => event,
-                Err(error) => {
-                    let reason = format!("the payload is not a valid {subject} event: {error}");
-                    return park(context, &message, Some(event_id), 1, &reason).await;
-                }
-            };
-
-            let started = std::time::Instant::now();
-            let outcome = {
-                // The semaphore is never closed.
-                let _permit = context.permits.acquire().await;
-                let delivery = if delivered > 1 { Delivery::Again } else { Delivery::First };
-                let applied = apply(&context.pool, &self.listener, event_id, event, delivery);
-                catching_panics(applied).await
-            };
-            let label = match &outcome {
-                Ok(Outcome::Done) => "done",
-                Ok(Outcome::Duplicate) => "duplicate",
-                Ok(Outcome::NotYet(_)) => "not_yet",
-                Err(_) => "error",
-            };
-            metrics::counter!("events_consumed_total", "subject" => subject.as_str(), "outcome" => label)
-                .increment(1);
-            match outcome {
-                Ok(done @ (Outcome::Done | Outcome::Duplicate)) => {
-                    if matches!(done, Outcome::Done) {
-                        let lag = appended_at(&message).unwrap_or(published);
-                        let lag = SystemTime::now().duration_since(lag).unwrap_or_default();
-                        metrics::histogram!(
-                            "event_lag_seconds",
-                            "subject" => subject.as_str(),
-                            "consumer" => context.service,
-                        )
-                        .record(lag.as_secs_f64());
-                    }
-                    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-                    tracing::info!(outcome = label, latency_ms, "event handled");
-                    waiting.forget(event_id);
-                    acknowledge(&message, AckKind::Ack).await;
-                }
-                Ok(Outcome::NotYet(reason)) => {
-                    tracing::debug!(reason, "event not applicable yet");
-                    waiting.note(event_id, published, reason);
-                    let attempts = u32::try_from(delivered).unwrap_or(u32::MAX);
-                    let delay = context.config.retry_backoff().after(attempts);
-                    acknowledge(&message, AckKind::Nak(Some(delay))).await;
-                }
-                Err(error) => {
-                    tracing::Span::current().record("otel.status_code", "error");
-                    waiting.forget(event_id);
-                    failed(context, &message, event_id, &error).await;
-                }
-            }
+        Self {
+            message,
+            event_id,
+            delivered,
+            published,
+            span,
         }
-        .instrument(span)
-        .await;
+    }
+
+    /// The event id and the event, or why the delivery cannot be read (it is parked).
+    fn read<E: Event>(&self) -> Result<(&str, E), String> {
+        let Some(event_id) = self.event_id.as_deref() else {
+            return Err("the event has no Nats-Msg-Id header".to_owned());
+        };
+        serde_json::from_slice::<E>(&self.message.payload)
+            .map(|event| (event_id, event))
+            .map_err(|error| format!("the payload is not a valid {} event: {error}", E::SUBJECT))
     }
 }
 

@@ -251,3 +251,96 @@ async fn a_listener_that_dies_between_commit_and_ack_has_its_effect_once() {
         .assert_quiet::<TicketUpdated>(Duration::from_millis(1500))
         .await;
 }
+
+/// Reservations arrive together and are applied in batches (one transaction for many
+/// tickets, each row locked until it commits) while every seller edits their ticket at
+/// the same moment: per ticket, either the edit came first (200; the reservation then
+/// makes version 2) or the reservation did (400, the ticket unchanged at version 1);
+/// never both or neither, and each version is announced by exactly one event.
+#[tokio::test]
+async fn edits_racing_batched_reservations_either_win_or_are_refused_whole() {
+    use std::collections::{BTreeMap, BTreeSet};
+    const TICKETS: usize = 60;
+    const ROUNDS: usize = 3;
+    let tickets = Tickets::start().await;
+    let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
+    let mut expected: BTreeMap<(Uuid, i64), Option<Uuid>> = BTreeMap::new();
+    let (mut won, mut refused) = (0, 0);
+    for _ in 0..ROUNDS {
+        let mut listed = Vec::new();
+        for _ in 0..TICKETS {
+            listed.push(tickets.new_ticket().await);
+        }
+        let reservations: Vec<(String, OrderCreated)> = listed
+            .iter()
+            .map(|(ticket, _)| {
+                let event = order_created(ticket, Uuid::new_v4());
+                (Uuid::new_v4().to_string(), event)
+            })
+            .collect();
+        let server = &tickets.server;
+        let edits = futures::future::join_all(listed.iter().map(|(ticket, cookie)| {
+            let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+            let body = serde_json::json!({"title": "edited", "price": 30});
+            async move { server.put(&path, Some(cookie), body).await }
+        }));
+        let (edited, ()) = tokio::join!(
+            edits,
+            testkit::publish_all(&tickets.nats.url, &reservations)
+        );
+        for (((ticket, _), (_, reservation)), edit) in listed.iter().zip(&reservations).zip(edited)
+        {
+            let current = wait_for_order_id(&tickets, ticket, Some(reservation.id)).await;
+            let id = id_of(ticket);
+            match edit.status {
+                200 => {
+                    won += 1;
+                    assert_eq!(
+                        (current["version"].as_i64(), &current["title"]),
+                        (Some(2), &Value::from("edited"))
+                    );
+                    expected.insert((id, 1), None);
+                    expected.insert((id, 2), Some(reservation.id));
+                }
+                400 => {
+                    refused += 1;
+                    assert_eq!(
+                        edit.body["errors"][0]["message"],
+                        "Cannot edit a reserved ticket"
+                    );
+                    assert_eq!(
+                        (current["version"].as_i64(), &current["title"]),
+                        (Some(1), &Value::from("concert"))
+                    );
+                    expected.insert((id, 1), Some(reservation.id));
+                }
+                other => panic!("an edit answered {other}: {}", edit.body),
+            }
+        }
+    }
+    // Every version's event, and each once (a relay's retry republishes the same id).
+    let mut seen: BTreeMap<(Uuid, i64), (Option<Uuid>, BTreeSet<String>)> = BTreeMap::new();
+    while seen.len() < expected.len() {
+        let Some(observed) = probe.next::<TicketUpdated>(WAIT).await else {
+            panic!(
+                "{} of {} ticket.updated events seen",
+                seen.len(),
+                expected.len()
+            );
+        };
+        let entry = seen
+            .entry((observed.event.id, observed.event.version))
+            .or_insert((observed.event.order_id, BTreeSet::new()));
+        entry.1.insert(observed.id);
+    }
+    probe
+        .assert_quiet::<TicketUpdated>(Duration::from_millis(500))
+        .await;
+    for (key, order_id) in &expected {
+        let (seen_order, ids) = &seen[key];
+        assert_eq!(seen_order, order_id, "{key:?}");
+        assert_eq!(ids.len(), 1, "{key:?} announced by {ids:?}");
+    }
+    assert_eq!(seen.len(), expected.len());
+    eprintln!("{won} edits came first, {refused} were refused as reserved");
+}
