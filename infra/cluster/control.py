@@ -135,7 +135,7 @@ def stop_supervisor():
 def start_supervisor():
     stop_supervisor()
     os.makedirs(supervisor.RUN, exist_ok=True)
-    log_file = open(state("run", "supervisor.log"), "a")
+    log_file = open(supervisor.LOG, "a")
     subprocess.Popen(
         [sys.executable, "-m", "cluster", "supervise"],
         cwd=ROOT, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL,
@@ -151,10 +151,17 @@ def view():
         return None
 
 
+# The supervisor rewrites its view twice a second; one older than this means it stopped.
+VIEW_STALE_AFTER = 10
+
+
 def wait_ready(names, within=240):
     deadline = time.monotonic() + within
     while True:
         current = view() or {"containers": {}}
+        if "t" in current and time.time() - current["t"] > VIEW_STALE_AFTER:
+            raise podman.Failed(f"the supervisor has not written its view for "
+                                f"{time.time() - current['t']:.0f} s: it stopped (see {supervisor.LOG})")
         waiting = [n for n in names if not (current["containers"].get(n) or {}).get("ready")]
         if not waiting:
             return

@@ -85,11 +85,17 @@ def state(info):
     return info["State"]["Status"] if info else None
 
 
+def networks(info):
+    """The networks a container is attached to, by name. None are listed for one
+    between a `podman network disconnect` and the `connect` after it (a failover moving
+    a database's -rw name), nor for some stopped ones."""
+    return ((info or {}).get("NetworkSettings") or {}).get("Networks") or {}
+
+
 def address(info, network):
     if not info or info["State"]["Status"] not in ("running", "paused"):
         return None
-    net = info["NetworkSettings"]["Networks"].get(network) or {}
-    return net.get("IPAddress") or None
+    return (networks(info).get(network) or {}).get("IPAddress") or None
 
 
 def exists(name):

@@ -311,7 +311,7 @@ def move_rw(app, to):
     instance with its own name only."""
     found = podman.inspect(*instances(app))
     for name in found:
-        network = found[name]["NetworkSettings"]["Networks"].get(topology.NETWORK) or {}
+        network = podman.networks(found[name]).get(topology.NETWORK) or {}
         if (rw(app) in (network.get("Aliases") or [])) == (name == to):
             continue
         aliases = [name, rw(app)] if name == to else [name]

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -30,6 +31,7 @@ RUN = state("run")
 EVENTS = os.path.join(RUN, "events.jsonl")
 VIEW = os.path.join(RUN, "supervisor.json")
 PID = os.path.join(RUN, "supervisor.pid")
+LOG = os.path.join(RUN, "supervisor.log")
 TICK = 0.2
 INSPECT_EVERY = 1.0
 SLOW = 2.0  # a round slower than this is written to supervisor.log
@@ -276,12 +278,17 @@ class Supervisor:
         last_view = 0.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            with self.lock:
-                self.schedule()
-            self.update_ingress()
-            if time.monotonic() - last_view >= 0.5:
-                self.write_view()
-                last_view = time.monotonic()
+            try:
+                with self.lock:
+                    self.schedule()
+                self.update_ingress()
+                if time.monotonic() - last_view >= 0.5:
+                    self.write_view()
+                    last_view = time.monotonic()
+            except Exception:  # noqa: BLE001 - a kubelet outlives an odd container
+                # What podman said of one container (caught between states) must not
+                # stop the probes of every other: logged, and the next round goes on.
+                print(f"supervisor: a round failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             took = time.monotonic() - started
             if took > SLOW:
                 print(f"supervisor: one round of probes and rotation took {took:.1f} s", file=sys.stderr, flush=True)

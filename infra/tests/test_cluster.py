@@ -324,6 +324,49 @@ class Probes(unittest.TestCase):
             released.set()
             loop.join(5)
 
+    def test_a_container_between_networks_has_no_address_and_the_view_is_written(self):
+        """A failover moves a database's -rw name with `podman network disconnect` and
+        `connect`: in between, podman lists the container as running with no networks.
+        The view's address lookup raised KeyError on it and the supervisor died (seen
+        on CI: nothing left the rotation after that)."""
+        between = {"State": {"Status": "running", "StartedAt": "now"}, "NetworkSettings": {}}
+        self.assertIsNone(supervisor.podman.address(between, topology.NETWORK))
+        self.assertEqual(supervisor.podman.networks({"State": {"Status": "exited"}}), {})
+        self.supervisor.info = {"orders-0": between}
+        with tempfile.TemporaryDirectory() as run, \
+                mock.patch.object(supervisor, "VIEW", os.path.join(run, "view.json")), \
+                mock.patch.object(supervisor.containers, "held", return_value=False):
+            self.supervisor.write_view()
+            with open(supervisor.VIEW) as file:
+                self.assertIsNone(json.load(file)["containers"]["orders-0"]["address"])
+
+    def test_a_round_that_raises_is_logged_and_the_loop_goes_on(self):
+        rounds = threading.Semaphore(0)
+
+        def schedule():
+            rounds.release()
+            raise KeyError("Networks")
+
+        with mock.patch.object(self.supervisor, "refresh"), \
+                mock.patch.object(self.supervisor, "inspect_forever"), \
+                mock.patch.object(self.supervisor, "schedule", side_effect=schedule), \
+                mock.patch.object(supervisor.sys, "stderr") as stderr, \
+                mock.patch.object(supervisor, "TICK", 0.01):
+            loop = threading.Thread(target=self.supervisor.run, daemon=True)
+            loop.start()
+            self.addCleanup(self.supervisor.stopping.set)
+            for _ in range(3):
+                self.assertTrue(rounds.acquire(timeout=5), "the loop stopped after a failed round")
+            self.supervisor.stopping.set()
+            loop.join(5)
+        self.assertIn("KeyError", "".join(str(c) for c in stderr.write.call_args_list))
+
+    def test_waiting_for_readiness_fails_at_once_when_the_supervisor_stopped(self):
+        stale = {"t": time.time() - 60, "containers": {"orders-0": {"ready": True}}}
+        with mock.patch.object(control, "view", return_value=stale):
+            with self.assertRaisesRegex(supervisor.podman.Failed, "supervisor"):
+                control.wait_ready(["orders-0"], within=1)
+
     def test_a_probe_of_an_earlier_container_is_ignored(self):
         self.result("startup", True)
         self.supervisor.probed(self.watched, "readiness", "before", (True, "HTTP 200"))
