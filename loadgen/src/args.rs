@@ -107,6 +107,12 @@ pub enum Command {
     /// Only bench's backlog: 10,000 `ticket.created` queued at once, drained into the
     /// orders replica.
     Backlog,
+    /// Only bench's event propagation (tickets listed for 10 s), at one rate.
+    Propagation {
+        /// Tickets listed per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+    },
     /// Writes docs/benchmarks.md from bench's results.
     Report {
         /// The results of `loadgen bench`.

@@ -563,6 +563,25 @@ async fn jetstream_publish_rate(stack: &Stack) -> anyhow::Result<Throughput> {
 /// Lists tickets at `rate` per second for `duration` (straight to the tickets service),
 /// then reads, from the databases, when each was committed and when it reached the
 /// orders replica.
+/// Bench's event propagation alone, at `rate` tickets a second, as a new user.
+pub(crate) async fn propagation(stack: &Stack, rate: f64) -> anyhow::Result<Delays> {
+    let api = crate::client::Api::new(&stack.ingress(), Recorder::default())?;
+    let cookie = api
+        .sign_up(&format!(
+            "propagation-{}@bench.test",
+            Uuid::new_v4().simple()
+        ))
+        .await?;
+    propagate(
+        stack,
+        &reqwest::Client::new(),
+        &cookie,
+        rate,
+        Duration::from_secs(10),
+    )
+    .await
+}
+
 async fn propagate(
     stack: &Stack,
     http: &reqwest::Client,

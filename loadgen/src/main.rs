@@ -10,6 +10,8 @@
 //! loadgen cluster-report                            the cluster's section of benchmarks.md
 //! loadgen bench    [--out target/bench/results.json]  every measurement of make bench
 //! loadgen lateness                                  only bench's orders and expiration lateness
+//! loadgen backlog                                   only bench's backlog of 10,000 events
+//! loadgen propagation [--rate 1000]                 only bench's event propagation, at one rate
 //! loadgen report   --results FILE [--markdown docs/benchmarks.md]
 //! loadgen --help, loadgen <command> --help
 //! ```
@@ -112,6 +114,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!(
                 "backlog of {} ticket.created: outbox drained after {:.2} s; orders replica first to last {:.2} s, {:.0}/s",
                 backlog.events, backlog.drained_s, backlog.replicated_s, backlog.per_second
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Propagation { rate } => {
+            let delays = bench::propagation(&stack, rate).await?;
+            println!(
+                "propagation at {}: {} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                delays.name, delays.count, delays.p50_ms, delays.p99_ms, delays.max_ms
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -297,6 +297,34 @@ pub(crate) async fn apply_in<L: Listener>(
     if !first_time {
         return Ok(Outcome::Duplicate);
     }
+    handle_in(tx, listener, event).await
+}
+
+/// Records the ids of a batch's events in one statement, within `tx`; returns the
+/// ids recorded now. The others were handled before: their events are duplicates.
+pub(crate) async fn record_all(
+    tx: &mut Tx,
+    subject: Subject,
+    event_ids: &[String],
+) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "INSERT INTO processed_events (event_id, subject)
+         SELECT event_id, $2 FROM unnest($1::text[]) AS event_id
+         ON CONFLICT DO NOTHING RETURNING event_id",
+        event_ids,
+        subject.as_str(),
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .context("recording the event ids")
+}
+
+/// Runs the listener within `tx`, the event's id recorded already.
+pub(crate) async fn handle_in<L: Listener>(
+    tx: &mut Tx,
+    listener: &L,
+    event: L::Event,
+) -> anyhow::Result<Outcome> {
     Ok(match listener.handle(tx, event).await? {
         Handled::Done => Outcome::Done,
         Handled::NotYet(reason) => Outcome::NotYet(reason),

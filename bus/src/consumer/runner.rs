@@ -20,7 +20,10 @@ use tracing::Instrument as _;
 
 use super::retry::{acknowledge, failed, park};
 use super::waiting::Waiting;
-use super::{Context, Delivery, Listener, Outcome, apply, apply_in, durable, forget_failures};
+use super::{
+    Context, Delivery, Listener, Outcome, apply, apply_in, durable, forget_failures, handle_in,
+    record_all,
+};
 use crate::stream::Nats;
 use crate::tx::Tx;
 
@@ -224,21 +227,34 @@ impl<L: Listener> Subscribed<L> {
 
     /// Applies every delivery in one transaction and commits it, or fails (rolling it
     /// all back) at the first one that is unreadable, not applicable yet or failing.
+    /// Their ids are recorded first, in one statement.
     async fn apply_together(
         &self,
         context: &Context,
         received: &[Received],
     ) -> anyhow::Result<Vec<Outcome>> {
+        let mut events = Vec::with_capacity(received.len());
+        for delivery in received {
+            events.push(delivery.read::<L::Event>().map_err(anyhow::Error::msg)?);
+        }
+        let ids: Vec<String> = events.iter().map(|(id, _)| (*id).to_owned()).collect();
         // The semaphore is never closed.
         let _permit = context.permits.acquire().await;
         catching_panics(async {
             let mut tx = Tx::begin(&context.pool)
                 .await
                 .context("starting a transaction")?;
+            // Ids recorded now; an id delivered twice in the batch is recorded once, and
+            // its second delivery is a duplicate.
+            let mut new = record_all(&mut tx, L::Event::SUBJECT, &ids).await?;
             let mut outcomes = Vec::with_capacity(received.len());
-            for delivery in received {
-                let (event_id, event) = delivery.read::<L::Event>().map_err(anyhow::Error::msg)?;
-                let outcome = apply_in(&mut tx, &self.listener, event_id, event)
+            for (delivery, (event_id, event)) in received.iter().zip(events) {
+                let Some(at) = new.iter().position(|id| id == event_id) else {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                };
+                new.swap_remove(at);
+                let outcome = handle_in(&mut tx, &self.listener, event)
                     .instrument(delivery.span.clone())
                     .await?;
                 match outcome {
