@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `scripts/bench-events-ab.sh [A B]`: the event measurements of `make bench` with the
-# consumers' EVENT_BATCH at A (default 1: a transaction per event) and at B (default
-# 32, the default), alternating on one bench stack (A B, then B A, ...), so that both
+# consumers' EVENT_BATCH at A (default 1, the default: a transaction per event) and at B (default
+# 32), alternating on one bench stack (A B, then B A, ...), so that both
 # see the same machine: each round restarts the services on the bus with the setting,
 # then runs `loadgen backlog` (10,000 ticket.created queued at once), `loadgen
 # propagation --rate 1000` and `loadgen lateness` (1,000 orders due together).

@@ -38,10 +38,12 @@ pub struct BusConfig {
     /// `EVENT_CONCURRENCY` (default 8): transactions of events one consumer runs at a
     /// time.
     pub concurrency: usize,
-    /// `EVENT_BATCH` (default 32): at most this many of the deliveries a consumer has
-    /// already received are applied in one transaction, one commit for all of them.
-    /// Nothing waits to fill a batch: at low load it holds one event. 1 handles every
-    /// event in a transaction of its own.
+    /// `EVENT_BATCH` (default 1: every event in a transaction of its own): at most this
+    /// many of the deliveries a consumer has already received are applied in one
+    /// transaction, one commit for all of them. Nothing waits to fill a batch: at low
+    /// load it holds one event. Off by default: on two cores a backlog then drains
+    /// faster but takes the CPU that HTTP requests answered during it would have had
+    /// (docs/benchmarks.md § 7).
     pub batch: usize,
     /// `EVENT_ACK_WAIT_SECONDS` (default 10): how long an unacknowledged delivery waits
     /// before JetStream redelivers it, to another replica if need be: after a crash,
@@ -75,7 +77,7 @@ impl BusConfig {
             retry_max_delay: env.fractional_seconds("EVENT_RETRY_MAX_DELAY_SECONDS", 5.0)?,
             wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
             concurrency: env.optional("EVENT_CONCURRENCY", 8)?,
-            batch: env.optional("EVENT_BATCH", 32_usize)?.max(1),
+            batch: env.optional("EVENT_BATCH", 1_usize)?.max(1),
             ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 10)?,
             retention: env.optional("RETENTION_HOURS", 168_u64).map(hours)?,
             prune_interval: env.seconds("PRUNE_INTERVAL_SECONDS", 3600)?,
@@ -100,7 +102,7 @@ impl BusConfig {
             retry_max_delay: Duration::from_secs(5),
             wait_warn_after: Duration::from_secs(60),
             concurrency: 8,
-            batch: 32,
+            batch: 1,
             ack_wait: Duration::from_secs(2),
             retention: hours(168),
             prune_interval: Duration::from_secs(3600),

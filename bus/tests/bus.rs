@@ -134,12 +134,14 @@ fn ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
-/// Bus settings for tests: quick retries, `max_failures` failures before parking.
+/// Bus settings for tests: quick retries, `max_failures` failures before parking, and
+/// batches (`EVENT_BATCH=32`), so that every test here runs through them.
 fn config(max_failures: i64, ack_wait: Duration) -> BusConfig {
     BusConfig {
         max_failures,
         ack_wait,
         retry_max_delay: Duration::from_millis(200),
+        batch: 32,
         ..BusConfig::for_tests("unused")
     }
 }

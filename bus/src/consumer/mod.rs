@@ -9,7 +9,7 @@
 //! 2. lets the [`Listener`] apply the event inside that transaction;
 //! 3. commits, and only then acknowledges.
 //!
-//! Deliveries that arrive together (up to `EVENT_BATCH`) share one transaction: one
+//! With `EVENT_BATCH` above 1, deliveries that arrive together share one transaction: one
 //! commit instead of one per event, which is what a consumer's throughput under load
 //! is made of. The batch commits only if every event in it is done (or a duplicate);
 //! otherwise it rolls back whole and each event goes through the steps above on its

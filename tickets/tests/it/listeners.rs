@@ -262,7 +262,8 @@ async fn edits_racing_batched_reservations_either_win_or_are_refused_whole() {
     use std::collections::{BTreeMap, BTreeSet};
     const TICKETS: usize = 60;
     const ROUNDS: usize = 3;
-    let tickets = Tickets::start().await;
+    // Consumers that batch (EVENT_BATCH=32; the default is 1).
+    let tickets = Tickets::start_with(|config| config.bus.batch = 32).await;
     let mut probe = EventProbe::subscribe(&tickets.nats.url, Subject::TicketUpdated).await;
     let mut expected: BTreeMap<(Uuid, i64), Option<Uuid>> = BTreeMap::new();
     let (mut won, mut refused) = (0, 0);

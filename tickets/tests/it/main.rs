@@ -20,9 +20,17 @@ pub struct Tickets {
 
 impl Tickets {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Started with the test configuration as `adjust` leaves it.
+    pub async fn start_with(adjust: impl FnOnce(&mut tickets::Config)) -> Self {
         let nats = TestNats::start().await;
         let database = TestDatabase::create().await;
-        let server = start_server(&database, &nats).await;
+        let mut config = config(&database, &nats);
+        adjust(&mut config);
+        let server = TestServer::serve(config).await;
+        server.ready().await;
         Self {
             server,
             nats,
