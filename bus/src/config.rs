@@ -45,12 +45,14 @@ pub struct BusConfig {
     /// faster but takes the CPU that HTTP requests answered during it would have had
     /// (docs/benchmarks.md § 7).
     pub batch: usize,
-    /// `EVENT_ACK_WAIT_SECONDS` (default 10): how long an unacknowledged delivery waits
-    /// before JetStream redelivers it, to another replica if need be: after a crash,
-    /// or when the replica that took it is cut off from NATS or stalled. Handlers are
-    /// database transactions of milliseconds; one that outlasts this is redelivered
-    /// while it runs, and the second delivery finds its event id taken and changes
-    /// nothing.
+    /// `EVENT_ACK_WAIT_SECONDS` (default 3, at least 1): how long a delivery that is
+    /// neither acknowledged nor reported in progress waits before JetStream redelivers
+    /// it, to another replica if need be: after a crash, when the replica that took it
+    /// is cut off from NATS, or when the delivery itself was lost on its way (the
+    /// connection it went out on dropped with a NATS node). A delivery being handled is
+    /// reported in progress every half of this, so a slow one is not redelivered while
+    /// it runs; were it redelivered all the same, the second delivery would find its
+    /// event id taken and change nothing.
     pub ack_wait: Duration,
     /// `RETENTION_HOURS` (default 168, a week): how long handled event ids, parked
     /// events and other bookkeeping are kept. At least an hour: longer than the
@@ -59,6 +61,9 @@ pub struct BusConfig {
     /// `PRUNE_INTERVAL_SECONDS` (default 3600): how often old bookkeeping is pruned.
     pub prune_interval: Duration,
 }
+
+/// `EVENT_ACK_WAIT_SECONDS`'s default.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(3);
 
 impl BusConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -78,10 +83,16 @@ impl BusConfig {
             wait_warn_after: env.seconds("EVENT_WAIT_WARN_SECONDS", 60)?,
             concurrency: env.optional("EVENT_CONCURRENCY", 8)?,
             batch: env.optional("EVENT_BATCH", 1_usize)?.max(1),
-            ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", 10)?,
+            ack_wait: env.seconds("EVENT_ACK_WAIT_SECONDS", DEFAULT_ACK_WAIT.as_secs())?,
             retention: env.optional("RETENTION_HOURS", 168_u64).map(hours)?,
             prune_interval: env.seconds("PRUNE_INTERVAL_SECONDS", 3600)?,
         };
+        if config.ack_wait < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                name: "EVENT_ACK_WAIT_SECONDS",
+                problem: "must be at least 1".into(),
+            });
+        }
         if config.retention < Duration::from_secs(3600) {
             return Err(ConfigError::Invalid {
                 name: "RETENTION_HOURS",
@@ -153,6 +164,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_ack_wait_is_at_least_a_second() {
+        let env = Env::from_pairs([("NATS_URL", "nats://x"), ("EVENT_ACK_WAIT_SECONDS", "0")]);
+        assert!(matches!(
+            BusConfig::from_env(&env),
+            Err(ConfigError::Invalid {
+                name: "EVENT_ACK_WAIT_SECONDS",
+                ..
+            })
+        ));
+        let env = Env::from_pairs([("NATS_URL", "nats://x")]);
+        let config = BusConfig::from_env(&env).map(|config| config.ack_wait);
+        assert_eq!(config.ok(), Some(DEFAULT_ACK_WAIT));
     }
 
     #[test]

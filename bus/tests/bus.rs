@@ -490,6 +490,53 @@ async fn an_event_that_keeps_failing_is_parked_not_dropped() {
     assert_eq!(bench.count("SELECT count(*) FROM handled").await, 0);
 }
 
+/// Sleeps in its transaction for `for_` before recording the event, as a handler
+/// stalled on a slow database would.
+#[derive(Clone)]
+struct Slow {
+    for_: Duration,
+    inner: Recorder,
+}
+
+impl Listener for Slow {
+    type Event = ExpirationComplete;
+
+    async fn handle(&self, tx: &mut Tx, event: ExpirationComplete) -> anyhow::Result<Handled> {
+        tokio::time::sleep(self.for_).await;
+        self.inner.handle(tx, event).await
+    }
+}
+
+/// A delivery whose handling outlasts the ack wait is reported in progress meanwhile
+/// (every half ack wait), so JetStream does not redeliver it while it runs: each
+/// event is delivered once (the consumer's delivery count equals the stream's).
+#[tokio::test]
+async fn a_delivery_handled_for_longer_than_the_ack_wait_is_not_redelivered_meanwhile() {
+    let bench = Bench::start().await;
+    let ack_wait = Duration::from_secs(1);
+    let slow = Slow {
+        for_: ack_wait * 2,
+        inner: Recorder::new("slow"),
+    };
+    bench.commit_events(&ids(3)).await;
+    bench.start_consumer(slow.clone(), &config(10, ack_wait));
+    bench.start_relay();
+    let subject = Subject::ExpirationComplete;
+    wait_until("the three slow deliveries to be acknowledged", || {
+        all_acknowledged(&bench.connection, SERVICE, subject, 3)
+    })
+    .await;
+    assert_eq!(bench.count("SELECT count(*) FROM handled").await, 3);
+    let info = testkit::bus::consumer_info(&bench.connection, SERVICE, subject)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 3,
+        "deliveries, redeliveries included"
+    );
+    assert_eq!(slow.inner.calls(), 3);
+}
+
 #[tokio::test]
 async fn an_unreadable_event_is_parked_at_once() {
     let bench = Bench::start().await;
@@ -935,7 +982,8 @@ impl OnCluster {
         Consumers::new(
             SERVICE,
             pool.clone(),
-            &config(10, Duration::from_secs(10)),
+            // The default ack wait: a delivery lost with a node is redelivered after it.
+            &config(10, bus::config::DEFAULT_ACK_WAIT),
             Listeners::new().listen(Recorder::new("a")),
         )
         .spawn(&workers, &connection, &stop);
@@ -1018,7 +1066,9 @@ async fn leaders(jetstream: &jetstream::Context, durable: &str) -> Option<(Strin
 /// (so nothing is elected): its connection moves to another node at once, and the
 /// events committed meanwhile keep flowing, none waiting more than 5 s. The relay's
 /// publishes give up after ACK_TIMEOUT; the consumer notices its pull is gone after
-/// two missed heartbeats (a second each) and pulls again through the new node.
+/// two missed heartbeats (a second each) and pulls again through the new node; a
+/// delivery that was on its way through the lost node is redelivered after the
+/// default ack wait (3 s).
 #[tokio::test]
 async fn events_keep_flowing_when_the_node_a_replica_is_connected_to_is_lost() {
     let mut cluster = TestNatsCluster::start().await;

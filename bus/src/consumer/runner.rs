@@ -33,6 +33,52 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// consumer's leader moved), longer while it keeps breaking (NATS is away).
 const RESUBSCRIBE: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
 
+/// Runs `work` on `received`, telling JetStream every `every` (half the ack wait) that
+/// they are still in progress, which restarts their ack wait: an attempt that takes
+/// longer than the ack wait (a slow database, a batch falling back to one transaction
+/// per event) is not redelivered while it runs. The ack wait can then be short, and a
+/// delivery lost on its way (the connection it was sent on dropped with a NATS node)
+/// is redelivered soon.
+async fn in_progress(received: &[Received], every: Duration, work: impl Future<Output = ()>) {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            _ = ticks.tick() => {
+                // Those already settled are no longer pending: the server ignores them.
+                // Bounded, so that a connection that does not take them (NATS out of
+                // reach) holds up the work for no longer than a tick.
+                let progress = async {
+                    for delivery in received {
+                        if let Err(error) = delivery.message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(%error, "a progress acknowledgement was not sent");
+                        }
+                    }
+                };
+                if tokio::time::timeout(every, progress).await.is_err() {
+                    tracing::debug!("progress acknowledgements timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Separates the deliveries of a chunk from the first error in it (the rest are kept).
+fn split<E>(received: Vec<Result<Message, E>>) -> (Vec<Message>, Option<E>) {
+    let mut messages = Vec::with_capacity(received.len());
+    let mut broken = None;
+    for item in received {
+        match item {
+            Ok(message) => messages.push(message),
+            Err(error) => {
+                broken.get_or_insert(error);
+            }
+        }
+    }
+    (messages, broken)
+}
+
 /// A listener, type-erased so that one service can hold listeners of every subject.
 pub(crate) trait Subscription: Send + Sync + 'static {
     fn subject(&self) -> Subject;
@@ -138,7 +184,7 @@ impl<L: Listener> Subscribed<L> {
         // sends a heartbeat every HEARTBEAT while a pull waits: two missed ones mean the
         // consumer's leader is gone (a NATS node lost) or NATS is out of reach, and the
         // runner subscribes again, to the consumer's new leader.
-        let mut messages = consumer
+        let mut deliveries = consumer
             .stream()
             .max_messages_per_batch(32)
             .heartbeat(HEARTBEAT)
@@ -159,19 +205,18 @@ impl<L: Listener> Subscribed<L> {
                 () = stop.cancelled() => break Ok(()),
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = gauges.tick() => waiting.report(),
-                next = messages.next(), if in_flight.len() < context.config.concurrency => {
+                next = deliveries.next(), if in_flight.len() < context.config.concurrency => {
                     let Some(received) = next else {
                         break Err(anyhow::anyhow!("the message stream ended"));
                     };
-                    let mut messages = Vec::with_capacity(received.len());
-                    let mut broken = None;
-                    for item in received {
-                        match item {
-                            Ok(message) => messages.push(message),
-                            Err(error) => {
-                                broken = Some(error);
-                                break;
-                            }
+                    let (mut messages, broken) = split(received);
+                    if broken.is_some() {
+                        // The subscription is about to be dropped: keep every delivery
+                        // already received (a chunk may hold some after the error, and
+                        // more may be buffered) rather than leave them pending on the
+                        // server until their ack wait expires.
+                        while let Some(Some(more)) = deliveries.next().now_or_never() {
+                            messages.extend(split(more).0);
                         }
                     }
                     if !messages.is_empty() {
@@ -199,9 +244,19 @@ impl<L: Listener> Subscribed<L> {
             .into_iter()
             .map(|message| Received::new(context, L::Event::SUBJECT, message))
             .collect();
-        if let [_, _, ..] = received.as_slice() {
+        let every = (context.config.ack_wait / 2).max(Duration::from_millis(100));
+        in_progress(
+            &received,
+            every,
+            self.handle_all(context, waiting, &received),
+        )
+        .await;
+    }
+
+    async fn handle_all(&self, context: &Context, waiting: &Waiting, received: &[Received]) {
+        if let [_, _, ..] = received {
             let started = std::time::Instant::now();
-            match self.apply_together(context, &received).await {
+            match self.apply_together(context, received).await {
                 Ok(outcomes) => {
                     for (delivery, outcome) in received.iter().zip(outcomes) {
                         self.settle(context, waiting, delivery, Ok(outcome), started)
@@ -218,7 +273,7 @@ impl<L: Listener> Subscribed<L> {
                 ),
             }
         }
-        for delivery in &received {
+        for delivery in received {
             self.deliver(context, waiting, delivery)
                 .instrument(delivery.span.clone())
                 .await;
