@@ -216,7 +216,11 @@ impl<L: Listener> Subscribed<L> {
                         // more may be buffered) rather than leave them pending on the
                         // server until their ack wait expires.
                         while let Some(Some(more)) = deliveries.next().now_or_never() {
-                            messages.extend(split(more).0);
+                            let (more, again) = split(more);
+                            messages.extend(more);
+                            if again.is_some() {
+                                break; // a stream that keeps failing is not drained for ever
+                            }
                         }
                     }
                     if !messages.is_empty() {
