@@ -23,6 +23,9 @@ FROM chef AS builder
 # release for images that ship; skaffold's dev loop builds with dev (faster).
 ARG PROFILE=release
 COPY --from=planner /app/recipe.json recipe.json
+# The patched sqlx-core (vendor/sqlx-core/PATCHES.md) is a dependency, not a member:
+# cargo-chef does not make a skeleton of a `[patch]` path, so cook needs its sources.
+COPY vendor vendor
 # Dependencies only, for every deployable at once.
 RUN cargo chef cook --profile "${PROFILE}" --recipe-path recipe.json \
     --package auth --package tickets --package orders --package payments \

@@ -137,7 +137,7 @@ class Images(unittest.TestCase):
                         todo.append(dependency["pkg"])
             return {os.path.relpath(os.path.dirname(members[p]["manifest_path"]), ROOT) for p in seen}
 
-        shared = {"Cargo.toml", "Cargo.lock", ".sqlx", "Dockerfile", "scripts/image.sh"}
+        shared = {"Cargo.toml", "Cargo.lock", ".sqlx", "Dockerfile", "scripts/image.sh", "vendor"}
         config = self.skaffold()
         local = [("dev", config["build"])] + [(p["name"], p["build"]) for p in config["profiles"]
                                                if "local" in p.get("build", {})]

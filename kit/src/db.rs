@@ -218,9 +218,15 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// request is known to be alive), as HikariCP's `aliveBypassWindowMs` does; a
 /// connection that breaks while busy fails its query, is discarded, and the request
 /// answers 500 or the event is redelivered.
+///
+/// sqlx also pings every connection *returned* to the pool, in a task of its own; with
+/// .test_on_release(false)` (the patched sqlx-core in vendor/, PATCHES.md there) a
+/// returned connection goes straight back to the idle queue, flushed first only when it
+/// holds something such as the `ROLLBACK` of a transaction dropped uncommitted.
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .test_before_acquire(false)
+        .test_on_release(false)
         .before_acquire(|connection, meta| {
             Box::pin(async move {
                 if meta.idle_for > PING_AFTER_IDLE {

@@ -150,6 +150,117 @@ async fn a_connection_closed_while_idle_is_replaced_before_use() {
     assert_ne!(replaced, first);
 }
 
+/// A connection returned to the pool goes straight back to its idle queue: no ping, no
+/// task spawned for it (sqlx's default pings each one in a task of its own, a second
+/// round trip per checkout). On this single-threaded runtime such a task could not
+/// have run yet when the query's `.await` returns.
+#[tokio::test]
+async fn a_returned_connection_is_idle_again_without_a_round_trip() {
+    let database = TestDatabase::create().await;
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 1;
+    let pools = Pools::connect(&db).await.unwrap();
+    for round in 0..3 {
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pools.http)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        assert_eq!(
+            pools.http.num_idle(),
+            1,
+            "round {round}: the connection is idle as soon as its query is answered"
+        );
+    }
+}
+
+/// Without the ping on release, a transaction dropped uncommitted still ends at once:
+/// its `ROLLBACK` is flushed when the connection is returned, so the rows it locked are
+/// free for others rather than held until the connection's next use.
+#[tokio::test]
+async fn a_transaction_dropped_uncommitted_releases_its_locks_at_once() {
+    let database = TestDatabase::create().await;
+    let admin = database.pool().await;
+    sqlx::query("CREATE TABLE seats (id int PRIMARY KEY)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO seats VALUES (1)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 2;
+    let pools = Pools::connect(&db).await.unwrap();
+
+    for round in 0..5 {
+        let mut tx = pools.http.begin().await.unwrap();
+        sqlx::query("SELECT id FROM seats WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        testkit::wait::wait_at_most(
+            std::time::Duration::from_secs(2),
+            &format!("round {round}: the dropped transaction's lock to be released"),
+            || async {
+                let mut other = admin.begin().await.unwrap();
+                let locked = sqlx::query("SELECT id FROM seats WHERE id = 1 FOR UPDATE NOWAIT")
+                    .execute(&mut *other)
+                    .await;
+                locked.is_ok()
+            },
+        )
+        .await;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(open, 0, "round {round}: no transaction is left open");
+    }
+}
+
+/// A query given up part-way (its future dropped by a timeout, or a stream dropped after
+/// a few rows) leaves its connection to answer the next query, not the rest of the
+/// old one, now that nothing pings the connection on its return.
+#[tokio::test]
+async fn a_query_given_up_part_way_leaves_its_connection_answering_the_next_one() {
+    use futures::TryStreamExt;
+
+    let database = TestDatabase::create().await;
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 1;
+    let pools = Pools::connect(&db).await.unwrap();
+
+    for round in 0..3 {
+        let slow = sqlx::query_scalar::<_, String>("SELECT 'late' FROM pg_sleep(0.3)")
+            .fetch_one(&pools.http);
+        let given_up = tokio::time::timeout(std::time::Duration::from_millis(50), slow).await;
+        assert!(given_up.is_err(), "round {round}: the slow query was given up");
+        let next: String = sqlx::query_scalar("SELECT 'next'")
+            .fetch_one(&pools.http)
+            .await
+            .unwrap();
+        assert_eq!(next, "next", "round {round}");
+
+        let mut rows =
+            sqlx::query_scalar::<_, i32>("SELECT g FROM generate_series(1, 200000) AS g")
+                .fetch(&pools.http);
+        for expected in 1..=3 {
+            assert_eq!(rows.try_next().await.unwrap(), Some(expected));
+        }
+        drop(rows);
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM generate_series(1, 7)")
+            .fetch_one(&pools.http)
+            .await
+            .unwrap();
+        assert_eq!(count, 7, "round {round}");
+    }
+}
+
 /// A stop asked for while the service still waits for its database ends it at once,
 /// with success, rather than after the database's 30 s of patience.
 #[tokio::test]
