@@ -239,7 +239,10 @@ async fn a_query_given_up_part_way_leaves_its_connection_answering_the_next_one(
         let slow = sqlx::query_scalar::<_, String>("SELECT 'late' FROM pg_sleep(0.3)")
             .fetch_one(&pools.http);
         let given_up = tokio::time::timeout(std::time::Duration::from_millis(50), slow).await;
-        assert!(given_up.is_err(), "round {round}: the slow query was given up");
+        assert!(
+            given_up.is_err(),
+            "round {round}: the slow query was given up"
+        );
         let next: String = sqlx::query_scalar("SELECT 'next'")
             .fetch_one(&pools.http)
             .await
