@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use common::events::Event;
@@ -134,6 +135,13 @@ fn publish_span(row: &Row) -> tracing::Span {
     )
 }
 
+/// One event on its way to JetStream.
+struct Outgoing {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
 /// Publishes what the outbox holds.
 #[derive(Clone)]
 pub struct Relay {
@@ -249,6 +257,102 @@ impl Relay {
         }
     }
 
+    /// Publishes `batch` in order. Returns how many of its events, from the first,
+    /// JetStream acknowledged, and the error that stopped it there, if one did.
+    ///
+    /// A batch of more than one event goes as one atomic JetStream batch: stored whole
+    /// or not at all, made durable with one fsync rather than one per event, and
+    /// acknowledged once (docs/benchmarks.md § 8). The server refuses a whole atomic
+    /// batch if any of its `Nats-Msg-Id`s is already in the stream, as after a relay
+    /// that published but lost its deletions; such a batch, or one refused for any
+    /// other reason, is published again event by event, where duplicates are simply
+    /// dropped by the server.
+    async fn publish(&self, batch: &[Outgoing]) -> (usize, Option<anyhow::Error>) {
+        if batch.len() > 1 {
+            match self.publish_atomically(batch).await {
+                Ok(()) => return (batch.len(), None),
+                Err(error) => {
+                    tracing::debug!(
+                        error = format!("{error:#}"),
+                        events = batch.len(),
+                        "outbox relay: the batch was not committed whole; publishing it event by event"
+                    );
+                    metrics::counter!("outbox_batches_split_total").increment(1);
+                }
+            }
+        }
+        self.publish_each(batch).await
+    }
+
+    /// `batch` as one atomic batch (ADR-50): every event but the last staged with the
+    /// batch's id and its place in it, the last one committing the batch and answered
+    /// by JetStream for all of them.
+    async fn publish_atomically(&self, batch: &[Outgoing]) -> anyhow::Result<()> {
+        let id = Uuid::new_v4().simple().to_string();
+        let client = self.jetstream.client();
+        let Some((last, staged)) = batch.split_last() else {
+            return Ok(());
+        };
+        for (place, event) in (1..).zip(staged) {
+            let mut headers = event.headers.clone();
+            headers.insert(header::NATS_BATCH_ID, id.as_str());
+            headers.insert(header::NATS_BATCH_SEQUENCE, place.to_string());
+            client
+                .publish_with_headers(event.subject.clone(), headers, event.payload.clone())
+                .await
+                .context("staging an event of an atomic batch")?;
+        }
+        let mut headers = last.headers.clone();
+        headers.insert(header::NATS_BATCH_ID, id.as_str());
+        headers.insert(header::NATS_BATCH_SEQUENCE, batch.len().to_string());
+        headers.insert(header::NATS_BATCH_COMMIT, "1");
+        let commit = PublishMessage::build()
+            .payload(last.payload.clone())
+            .headers(headers);
+        let ack = self
+            .jetstream
+            .send_publish(last.subject.clone(), commit)
+            .await
+            .context("committing an atomic batch")?
+            .await
+            .context("committing an atomic batch")?;
+        anyhow::ensure!(
+            ack.batch_id.as_deref() == Some(id.as_str())
+                && ack.batch_size.and_then(|n| usize::try_from(n).ok()) == Some(batch.len()),
+            "JetStream acknowledged the atomic batch {id} of {} events as batch {:?} of {:?}",
+            batch.len(),
+            ack.batch_id,
+            ack.batch_size
+        );
+        Ok(())
+    }
+
+    /// `batch` one event at a time: all sent, then the acknowledgements awaited in
+    /// order, one round trip for the lot rather than one per event.
+    async fn publish_each(&self, batch: &[Outgoing]) -> (usize, Option<anyhow::Error>) {
+        let mut pending = Vec::with_capacity(batch.len());
+        for event in batch {
+            let publish = PublishMessage::build()
+                .payload(event.payload.clone())
+                .headers(event.headers.clone());
+            pending.push(
+                self.jetstream
+                    .send_publish(event.subject.clone(), publish)
+                    .await,
+            );
+        }
+        for (acknowledged, ack) in pending.into_iter().enumerate() {
+            let outcome = match ack {
+                Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = outcome {
+                return (acknowledged, Some(error));
+            }
+        }
+        (batch.len(), None)
+    }
+
     /// Publishes one batch of committed events in order and deletes those JetStream
     /// acknowledged. Returns how many were published.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
@@ -275,16 +379,12 @@ impl Relay {
             return Ok(0);
         }
 
-        // Send the whole batch, then wait for the acknowledgements in order: one round
-        // trip per batch rather than per event.
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut batch = Vec::with_capacity(rows.len());
         let mut spans = Vec::with_capacity(rows.len());
         for row in &mut rows {
-            let payload = Bytes::from(std::mem::take(&mut row.payload));
-            let mut publish = PublishMessage::build()
-                .payload(payload)
-                .message_id(row.event_id.to_string())
-                .header(APPENDED_AT_HEADER, row.appended_at.to_string());
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, row.event_id.to_string());
+            headers.insert(APPENDED_AT_HEADER, row.appended_at.to_string());
             // While traces are on, the publish is a span of the appending span's trace,
             // and the consumers' spans are its children.
             let span = row
@@ -297,38 +397,29 @@ impl Relay {
                     span
                 });
             if let Some(traceparent) = span.as_ref().and_then(trace::traceparent_of) {
-                publish = publish.header(trace::TRACEPARENT, traceparent);
+                headers.insert(trace::TRACEPARENT, traceparent);
             }
             spans.push(span);
-            pending.push(
-                self.jetstream
-                    .send_publish(row.subject.clone(), publish)
-                    .await,
-            );
+            batch.push(Outgoing {
+                subject: row.subject.clone(),
+                headers,
+                payload: Bytes::from(std::mem::take(&mut row.payload)),
+            });
         }
-        let mut published = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for ((row, ack), span) in rows.iter().zip(pending).zip(spans) {
-            let acknowledged = match ack {
-                Ok(ack) => ack.await.map(drop).map_err(anyhow::Error::from),
-                Err(error) => Err(error.into()),
-            };
-            match acknowledged {
-                Ok(()) => {
-                    tracing::debug!(event_id = %row.event_id, subject = %row.subject, "published");
-                    metrics::counter!("events_published_total", "subject" => row.subject.clone())
-                        .increment(1);
-                    published.push(row.seq);
-                }
-                Err(error) => {
-                    if let Some(span) = &span {
-                        span.record("otel.status_code", "error");
-                    }
-                    failure =
-                        Some(error.context(format!("publishing {} {}", row.subject, row.event_id)));
-                    break;
-                }
+        let (acknowledged, failure) = self.publish(&batch).await;
+        let failure = failure.map(|error| {
+            let row = &rows[acknowledged];
+            if let Some(span) = &spans[acknowledged] {
+                span.record("otel.status_code", "error");
             }
+            error.context(format!("publishing {} {}", row.subject, row.event_id))
+        });
+        let mut published = Vec::with_capacity(acknowledged);
+        for row in &rows[..acknowledged] {
+            tracing::debug!(event_id = %row.event_id, subject = %row.subject, "published");
+            metrics::counter!("events_published_total", "subject" => row.subject.clone())
+                .increment(1);
+            published.push(row.seq);
         }
 
         if !published.is_empty() {

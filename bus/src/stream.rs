@@ -131,6 +131,7 @@ fn report(event: &async_nats::Event) {
 /// a new replica's durable) can still read every event within them from the start.
 /// Past them the oldest events go first, so a full volume never refuses a publish.
 /// Messages carrying a `Nats-Msg-Id` seen within the duplicate window are stored once.
+/// Atomic batches are allowed: the relay publishes each outbox batch as one.
 pub fn stream_config(settings: &StreamSettings) -> stream::Config {
     stream::Config {
         name: STREAM.to_owned(),
@@ -142,12 +143,15 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         max_age: settings.max_age,
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: settings.replicas.max(1),
+        // The relay publishes each outbox batch as one atomic batch (outbox::Relay).
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
 
 /// Creates the stream if it does not exist yet, and updates it when its subjects,
-/// duplicate window, replica count or limits differ from what this version wants.
+/// duplicate window, replica count, limits or atomic batches differ from what this
+/// version wants.
 pub async fn ensure_stream(
     jetstream: &jetstream::Context,
     settings: &StreamSettings,
@@ -171,7 +175,8 @@ pub async fn ensure_stream(
         || current.duplicate_window != wanted.duplicate_window
         || current.subjects != wanted.subjects
         || current.max_bytes != wanted.max_bytes
-        || current.max_age != wanted.max_age;
+        || current.max_age != wanted.max_age
+        || current.allow_atomic_publish != wanted.allow_atomic_publish;
     if differs {
         tracing::info!(
             replicas = wanted.num_replicas,
@@ -183,6 +188,7 @@ pub async fn ensure_stream(
         updated.subjects = wanted.subjects;
         updated.max_bytes = wanted.max_bytes;
         updated.max_age = wanted.max_age;
+        updated.allow_atomic_publish = wanted.allow_atomic_publish;
         jetstream
             .update_stream(updated)
             .await

@@ -322,6 +322,87 @@ async fn the_relay_publishes_in_commit_order_with_the_event_id_as_message_id() {
     bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
 }
 
+/// Commits one `expiration.complete` event per id, all in one transaction.
+async fn commit_together(pool: &PgPool, ids: &[Uuid]) {
+    let mut tx = Tx::begin(pool).await.unwrap();
+    for &order_id in ids {
+        append(&mut tx, &ExpirationComplete { order_id })
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// The stream's messages from the first, with their headers, in stream order.
+async fn stored(bench: &Bench) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let stream = bench.connection.jetstream.get_stream(STREAM).await.unwrap();
+    let mut messages = Vec::new();
+    for seq in 1..=bench.stream_messages().await {
+        messages.push(stream.get_raw_message(seq).await.unwrap());
+    }
+    messages
+}
+
+fn order_id_of(message: &async_nats::jetstream::message::StreamMessage) -> Uuid {
+    serde_json::from_slice::<ExpirationComplete>(&message.payload)
+        .unwrap()
+        .order_id
+}
+
+#[tokio::test]
+async fn a_batch_of_committed_events_is_stored_as_one_atomic_batch() {
+    let bench = Bench::start().await;
+    let order = ids(100);
+    commit_together(&bench.pool, &order).await;
+    bench.start_relay();
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+
+    let messages = stored(&bench).await;
+    assert_eq!(messages.iter().map(order_id_of).collect::<Vec<_>>(), order);
+    let batches: HashSet<_> = messages
+        .iter()
+        .map(|message| {
+            message
+                .headers
+                .get(async_nats::header::NATS_BATCH_ID)
+                .map(|id| id.to_string())
+        })
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch id for the lot: {batches:?}");
+    assert!(
+        batches.iter().all(Option::is_some),
+        "stored as an atomic batch"
+    );
+}
+
+#[tokio::test]
+async fn events_of_a_batch_already_in_the_stream_are_stored_once_and_in_order() {
+    let bench = Bench::start().await;
+    let order = ids(10);
+    commit_together(&bench.pool, &order).await;
+    // A relay that published the first three and died before deleting them: the
+    // server refuses an atomic batch holding their ids again.
+    let published: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT event_id, (payload->>'orderId')::uuid FROM outbox ORDER BY seq LIMIT 3",
+    )
+    .fetch_all(&bench.pool)
+    .await
+    .unwrap();
+    for (event_id, order_id) in published {
+        publish_raw(
+            &bench.nats.url,
+            &event_id.to_string(),
+            &ExpirationComplete { order_id },
+        )
+        .await;
+    }
+    bench.start_relay();
+    bench.wait_for_count("SELECT count(*) FROM outbox", 0).await;
+
+    let messages = stored(&bench).await;
+    assert_eq!(messages.iter().map(order_id_of).collect::<Vec<_>>(), order);
+}
+
 #[tokio::test]
 async fn events_committed_while_nats_is_down_are_published_after_it_restarts() {
     let mut bench = Bench::start().await;
