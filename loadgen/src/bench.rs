@@ -409,7 +409,11 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         .iter()
         .filter_map(|n| combined.get(n).cloned())
         .collect();
-    ceilings.push(jetstream_publish_rate(stack).await?);
+    ceilings.extend(jetstream_publish_rates(stack).await?);
+    // The local stack's NATS store is on this machine's disk; the cluster's is not.
+    if stack.cluster.is_none() {
+        ceilings.push(disk_sync_rate(stack.state_dir().join("nats")).await?);
+    }
     let mut http_results: Vec<Throughput> = combined
         .iter()
         .filter(|(name, _)| !ceilings_names.contains(name))
@@ -514,31 +518,48 @@ fn machine() -> String {
     format!("{cores} cores ({model})")
 }
 
-/// Acknowledged publishes per second to a scratch stream on the stack's NATS (file
-/// storage, fsync before acknowledging), 256 in flight as the relay sends them.
-async fn jetstream_publish_rate(stack: &Stack) -> anyhow::Result<Throughput> {
-    use async_nats::jetstream::{self, stream};
+/// The bus's best publishing, in two ceilings, each 20,000 events of the relay's size
+/// to a scratch stream on the stack's NATS (file storage, `sync_interval: always`, as
+/// the events' stream): acknowledged publishes with 256 in flight, and atomic batches
+/// of 256 one after another, each acknowledged once (what the relay does with an
+/// outbox batch).
+async fn jetstream_publish_rates(stack: &Stack) -> anyhow::Result<[Throughput; 2]> {
+    use async_nats::header::{self, HeaderMap};
+    use async_nats::jetstream::{self, message::PublishMessage, stream};
+    const COUNT: u32 = 20_000;
+    const IN_FLIGHT: usize = 256;
     let client = stack.nats_client().await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let _ = js.delete_stream("BENCH").await;
     js.create_stream(stream::Config {
         name: "BENCH".into(),
         subjects: vec!["bench.>".into()],
         storage: stream::StorageType::File,
+        allow_atomic_publish: true,
         ..Default::default()
     })
     .await?;
-    let count = 20_000;
     let payload =
         bytes::Bytes::from_static(br#"{"id":"00000000-0000-0000-0000-000000000000","version":0}"#);
+    let rate = |name: &str, elapsed: Duration| {
+        let rate = f64::from(COUNT) / elapsed.as_secs_f64();
+        Throughput {
+            name: name.into(),
+            per_second: rate,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            runs: vec![rate],
+        }
+    };
+
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
-    for n in 0..count {
-        let message = jetstream::message::PublishMessage::build()
+    for n in 0..COUNT {
+        let message = PublishMessage::build()
             .payload(payload.clone())
-            .message_id(format!("bench-{n}"));
+            .message_id(format!("pipelined-{n}"));
         pending.push_back(js.send_publish("bench.events", message).await?);
-        if pending.len() >= 256
+        if pending.len() >= IN_FLIGHT
             && let Some(ack) = pending.pop_front()
         {
             ack.await?;
@@ -547,17 +568,70 @@ async fn jetstream_publish_rate(stack: &Stack) -> anyhow::Result<Throughput> {
     for ack in pending {
         ack.await?;
     }
-    let elapsed = started.elapsed();
+    let pipelined = rate(crate::report::JETSTREAM_PUBLISH, started.elapsed());
+
+    let started = Instant::now();
+    let ids: Vec<u32> = (0..COUNT).collect();
+    for (batch, chunk) in ids.chunks(IN_FLIGHT).enumerate() {
+        let batch_id = format!("bench-{batch}");
+        for (place, n) in (1..).zip(chunk) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, format!("atomic-{n}"));
+            headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(header::NATS_BATCH_SEQUENCE, place.to_string());
+            if place == chunk.len() {
+                headers.insert(header::NATS_BATCH_COMMIT, "1");
+                let commit = PublishMessage::build()
+                    .payload(payload.clone())
+                    .headers(headers);
+                let ack = js.send_publish("bench.events", commit).await?.await?;
+                anyhow::ensure!(
+                    ack.batch_size == Some(u64::try_from(chunk.len())?),
+                    "the bench's atomic batch {batch_id} was not committed whole: {ack:?}"
+                );
+            } else {
+                client
+                    .publish_with_headers("bench.events", headers, payload.clone())
+                    .await?;
+            }
+        }
+    }
+    let atomic = rate(crate::report::JETSTREAM_ATOMIC, started.elapsed());
     js.delete_stream("BENCH").await?;
-    #[allow(clippy::cast_precision_loss)]
-    let rate = f64::from(count) / elapsed.as_secs_f64();
-    Ok(Throughput {
-        name: "JetStream acked publish".into(),
-        per_second: rate,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        runs: vec![rate],
+    Ok([pipelined, atomic])
+}
+
+/// The ceiling under every bus figure: how many 200-byte appends a second one writer
+/// makes durable (`fdatasync` after each) on the disk that holds NATS's store, as a
+/// stream with `sync_interval: always` does at the least. 3 s, in a scratch file beside
+/// the store.
+async fn disk_sync_rate(dir: std::path::PathBuf) -> anyhow::Result<Throughput> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let path = dir.join("bench-fdatasync.scratch");
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let record = [b'x'; 200];
+        let started = Instant::now();
+        let mut count = 0_u32;
+        while started.elapsed() < Duration::from_secs(3) {
+            file.write_all(&record)?;
+            file.sync_data()?;
+            count += 1;
+        }
+        let elapsed = started.elapsed();
+        drop(file);
+        std::fs::remove_file(&path)?;
+        let rate = f64::from(count) / elapsed.as_secs_f64();
+        Ok(Throughput {
+            name: crate::report::DISK_SYNC.into(),
+            per_second: rate,
+            p50_ms: 1000.0 / rate,
+            p99_ms: 0.0,
+            runs: vec![rate],
+        })
     })
+    .await?
 }
 
 /// Lists tickets at `rate` per second for `duration` (straight to the tickets service),

@@ -30,6 +30,11 @@ impl Ratio<'_> {
     }
 }
 
+/// The bus's ceilings (`bench::jetstream_publish_rates`, `bench::disk_sync_rate`).
+pub(crate) const JETSTREAM_PUBLISH: &str = "JetStream acked publish";
+pub(crate) const JETSTREAM_ATOMIC: &str = "JetStream atomic batches of 256";
+pub(crate) const DISK_SYNC: &str = "disk: 200 B append + fdatasync";
+
 fn find<'a>(list: &'a [Throughput], name: &str) -> anyhow::Result<&'a Throughput> {
     list.iter()
         .find(|t| t.name == name)
@@ -103,6 +108,25 @@ fn tables(results: &Results) -> anyhow::Result<String> {
         out,
         "\nHTTP rates: wrk -t2 -c64 -d5s (-c16 for inserts), median of three alternating runs; pgbench -M prepared, same clients, latency is its average.\n"
     )?;
+    if let (Ok(pipelined), Ok(atomic)) = (
+        find(&results.ceilings, JETSTREAM_PUBLISH),
+        find(&results.ceilings, JETSTREAM_ATOMIC),
+    ) {
+        write!(
+            out,
+            "JetStream (file storage, `sync_interval: always`): atomic batches of 256 reach {:.1}× the acknowledged publishes with 256 in flight",
+            atomic.per_second / pipelined.per_second
+        )?;
+        if let Ok(disk) = find(&results.ceilings, DISK_SYNC) {
+            write!(
+                out,
+                "; the disk's own ceiling, one writer's 200-byte appends made durable one at a time with `fdatasync` in NATS's store directory ({:.2} ms each), is {:.1}× the acknowledged publishes",
+                disk.p50_ms,
+                disk.per_second / pipelined.per_second
+            )?;
+        }
+        writeln!(out, ".\n")?;
+    }
     writeln!(out, "### Ours, against the ceilings\n")?;
     writeln!(
         out,
@@ -188,6 +212,20 @@ fn tables(results: &Results) -> anyhow::Result<String> {
             } else {
                 "missed"
             }
+        )?;
+        #[allow(clippy::cast_precision_loss)]
+        let relayed = b.events as f64 / b.drained_s;
+        let share = |name| {
+            find(&results.ceilings, name)
+                .map(|c| format!("{:.0} %", 100.0 * relayed / c.per_second))
+                .unwrap_or_else(|_| "–".into())
+        };
+        writeln!(
+            out,
+            "\nThe relay published {relayed:.0} events/s counting from the commit (its poll's wait included): {} of JetStream's atomic batches above (the best publishing the bus offers), {} of its acknowledged publishes, {} of the disk's `fdatasync` rate.",
+            share(JETSTREAM_ATOMIC),
+            share(JETSTREAM_PUBLISH),
+            share(DISK_SYNC)
         )?;
     }
     let l = &results.lateness;

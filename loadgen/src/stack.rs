@@ -173,14 +173,18 @@ impl Stack {
         Ok(options.connect(servers).await?)
     }
 
+    /// The local stack's state: its databases, NATS's store, generated secrets.
+    pub fn state_dir(&self) -> PathBuf {
+        std::env::var_os("STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join(".stack"))
+    }
+
     fn nats_admin_password(&self) -> Option<String> {
         if let Some(cluster) = &self.cluster {
             return cluster.nats_admin_password.clone();
         }
-        let dir = std::env::var_os("STACK_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.root.join(".stack"));
-        std::fs::read_to_string(dir.join("nats/passwords/admin"))
+        std::fs::read_to_string(self.state_dir().join("nats/passwords/admin"))
             .ok()
             .map(|password| password.trim().to_owned())
     }
