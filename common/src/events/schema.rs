@@ -149,6 +149,19 @@ pub fn asyncapi() -> Value {
                             "pattern": "^[0-9]+$",
                             "description": "When the event was appended to its publisher's outbox, in microseconds since the Unix epoch: consumers measure the event's lag from it (event_lag_seconds).",
                         },
+                        "Nats-Batch-Id": {
+                            "type": "string",
+                            "description": "On events the relay published together as one atomic batch (NATS ADR-50), which JetStream stored whole: the batch's id. Consumers ignore it.",
+                        },
+                        "Nats-Batch-Sequence": {
+                            "type": "string",
+                            "pattern": "^[0-9]+$",
+                            "description": "The event's place in its atomic batch, from 1.",
+                        },
+                        "Nats-Batch-Commit": {
+                            "type": "string",
+                            "description": "On the last event of an atomic batch: the one that committed it.",
+                        },
                     },
                 },
                 "payload": schema,
