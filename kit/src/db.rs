@@ -219,14 +219,18 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// connection that breaks while busy fails its query, is discarded, and the request
 /// answers 500 or the event is redelivered.
 ///
-/// sqlx also pings every connection *returned* to the pool, in a task of its own; with
-/// .test_on_release(false)` (the patched sqlx-core in vendor/, PATCHES.md there) a
-/// returned connection goes straight back to the idle queue, flushed first only when it
-/// holds something such as the `ROLLBACK` of a transaction dropped uncommitted.
+/// sqlx also pings every connection *returned* to the pool, in a task of its own, and
+/// that ping is what discards a connection whose query failed because the connection
+/// broke (PostgreSQL restarted, the network dropped it). It stays on: the patched
+/// sqlx-core in vendor/ can turn it off (`test_on_release(false)`, PATCHES.md there),
+/// but then a broken connection that was busy goes back to the idle queue and fails
+/// every request it is handed until it sits idle long enough to be pinged, which the
+/// chaos run's PostgreSQL restart showed (45 s of 500s from tickets). The option waits
+/// for sqlx to mark a connection broken on an I/O error.
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .test_before_acquire(false)
-        .test_on_release(false)
+        .test_on_release(true)
         .before_acquire(|connection, meta| {
             Box::pin(async move {
                 if meta.idle_for > PING_AFTER_IDLE {

@@ -157,20 +157,76 @@ async fn a_connection_closed_while_idle_is_replaced_before_use() {
 #[tokio::test]
 async fn a_returned_connection_is_idle_again_without_a_round_trip() {
     let database = TestDatabase::create().await;
-    let mut db = DatabaseConfig::for_tests(&database.url);
-    db.http_connections = 1;
-    let pools = Pools::connect(&db).await.unwrap();
+    // The vendored sqlx-core's option, which the kit leaves on (kit::db::pool_options).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_on_release(false)
+        .connect(&database.url)
+        .await
+        .unwrap();
     for round in 0..3 {
         let one: i32 = sqlx::query_scalar("SELECT 1")
-            .fetch_one(&pools.http)
+            .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(one, 1);
         assert_eq!(
-            pools.http.num_idle(),
+            pool.num_idle(),
             1,
             "round {round}: the connection is idle as soon as its query is answered"
         );
+    }
+}
+
+/// A connection that breaks while it is in use (PostgreSQL ended it) fails the query
+/// that was using it and is discarded, so the queries after it, however soon, get a
+/// working connection: one failed request, not a run of them.
+#[tokio::test]
+async fn a_connection_that_broke_in_use_fails_one_query_and_is_replaced() {
+    let database = TestDatabase::create().await;
+    let admin = database.pool().await;
+    let mut db = DatabaseConfig::for_tests(&database.url);
+    db.http_connections = 1;
+    let pools = Pools::connect(&db).await.unwrap();
+    for round in 0..3 {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pools.http)
+            .await
+            .unwrap();
+        wait_until("the connection to be back in the pool", || async {
+            pools.http.num_idle() == 1
+        })
+        .await;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&admin)
+            .await
+            .unwrap();
+        wait_until("its backend to have ended", || async {
+            let alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            !alive
+        })
+        .await;
+        // Within the idle time that skips the ping before use: the dead connection is
+        // handed out, and fails.
+        let broken = sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&pools.http)
+            .await;
+        assert!(broken.is_err(), "round {round}: the connection was ended");
+        for attempt in 0..3 {
+            let one: i32 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&pools.http)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("round {round}, query {attempt} after the failure: {error}")
+                });
+            assert_eq!(one, 1);
+        }
     }
 }
 
@@ -208,6 +264,7 @@ async fn a_transaction_dropped_uncommitted_releases_its_locks_at_once() {
                 let locked = sqlx::query("SELECT id FROM seats WHERE id = 1 FOR UPDATE NOWAIT")
                     .execute(&mut *other)
                     .await;
+                other.rollback().await.unwrap();
                 locked.is_ok()
             },
         )
