@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `scripts/bench-events-ab.sh [A B]`: the event measurements of `make bench` with the
-# consumers' EVENT_BATCH at A (default 1, the default: a transaction per event) and at B (default
-# 32), alternating on one bench stack (A B, then B A, ...), so that both
-# see the same machine: each round restarts the services on the bus with the setting,
-# then runs `loadgen backlog` (10,000 ticket.created queued at once), `loadgen
-# propagation --rate 1000` and `loadgen lateness` (1,000 orders due together).
+# consumers' settings A against B, alternating on one bench stack (A B, then B A, ...),
+# so that both see the same machine: each round restarts the services on the bus with
+# the setting, then runs `loadgen backlog` (10,000 ticket.created queued at once),
+# `loadgen propagation --rate 1000` and `loadgen lateness` (1,000 orders due together).
+# A setting is a number, for EVENT_BATCH, or assignments: A defaults to 1 (the
+# default: a transaction per event), B to 32; e.g.
+#   scripts/bench-events-ab.sh 1 "EVENT_BATCH=32 EVENT_CONCURRENCY=2"
 #
 #   AB_ROUNDS    rounds (default 3)
 #
@@ -27,13 +29,15 @@ out=target/bench/events-ab.log
 : > "$out"
 
 measure() {
-  local batch="$1"
-  log "EVENT_BATCH=$batch"
-  EVENT_BATCH="$batch" scripts/stack.sh restart tickets orders payments expiration >/dev/null
+  local setting="$1"
+  [[ "$setting" == *=* ]] || setting="EVENT_BATCH=$setting"
+  log "$setting"
+  # shellcheck disable=SC2086 # the setting's assignments
+  env $setting scripts/stack.sh restart tickets orders payments expiration >/dev/null
   target/release/loadgen check >/dev/null  # the stack quiet before each measurement
   for command in backlog "propagation --rate 1000" lateness; do
     # shellcheck disable=SC2086 # the command's words
-    target/release/loadgen $command | sed "s/^/EVENT_BATCH=$batch: /" | tee -a "$out"
+    target/release/loadgen $command | sed "s/^/$setting: /" | tee -a "$out"
     target/release/loadgen check >/dev/null
   done
 }

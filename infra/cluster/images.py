@@ -282,14 +282,27 @@ def nginx_image():
 
 
 def build_all(log):
-    """Every image the cluster runs."""
-    log("building the release binaries")
+    """Every image the cluster runs.
+
+    The services are release builds, as the Dockerfile's builder stage makes them.
+    CLUSTER_PROFILE=dev puts the debug builds in the images instead: `make test` does,
+    because its shortened plan checks behaviour under faults, not speed, and a release
+    build of the workspace would add a quarter of an hour to CI.
+    """
+    profile = os.environ.get("CLUSTER_PROFILE", "release")
+    if profile not in ("release", "dev"):
+        raise SystemExit(f"CLUSTER_PROFILE={profile}: expected release or dev")
+    log(f"building the {profile} binaries")
+    # The dev build is the workspace's, exactly as `make infra-tests` made it (the
+    # same features, so nothing is rebuilt).
+    packages = (["--workspace"] if profile == "dev"
+                else [arg for target in DEPLOYABLES for arg in ("--package", target)])
     subprocess.run(
-        ["cargo", "build", "--release", "--locked", "--bins", "-q",
-         *[arg for target in DEPLOYABLES for arg in ("--package", target)]],
+        ["cargo", "build", "--profile", profile, "--locked", "--bins", "-q", *packages],
         cwd=ROOT, check=True,
     )
-    binaries = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+    target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    binaries = os.path.join(target_dir, "debug" if profile == "dev" else "release")
     stages = dockerfile_stages()
     for target in DEPLOYABLES:
         log(f"image {image_name(target)}")
