@@ -11,7 +11,7 @@
 #   CLUSTER_CHAOS_RATE  journeys started per second (8)
 #   CLUSTER_KEEP=1      leave the cluster running afterwards
 #   CLUSTER_PROFILE     release (default) or dev: the builds in the images and the
-#                       loadgen that drives them (make test uses dev: see images.py)
+#                       loadgen that drives them (dev misses targets: see images.py)
 #
 # The full plan also measures journeys per second through the cluster and through the
 # single-node stack in the same run, and writes the cluster's section of
