@@ -114,9 +114,9 @@ cluster-chaos:
 	scripts/cluster-chaos.sh
 
 # The end of make test: the images against the Dockerfile, then the shortened plan.
-# Release builds, as make cluster runs them: with the debug builds in the images
-# (CLUSTER_PROFILE=dev) the orders replicas miss readiness probes under the plan's
-# load and the run fails (once in two here).
+# Release builds, as make cluster runs them: with debug builds in the images (tried
+# to shorten CI) the orders replicas missed readiness probes under the plan's load and
+# the run failed.
 cluster-tests: $(VENV)/.installed
 	scripts/cluster images
 	cd infra/tests && REQUIRE_IMAGES=1 ../../$(VENV)/bin/python -m unittest -v test_cluster.Images

@@ -10,8 +10,6 @@
 #   CLUSTER_CHAOS_PLAN  full (every fault; default) or short (make test)
 #   CLUSTER_CHAOS_RATE  journeys started per second (8)
 #   CLUSTER_KEEP=1      leave the cluster running afterwards
-#   CLUSTER_PROFILE     release (default) or dev: the builds in the images and the
-#                       loadgen that drives them (dev misses targets: see images.py)
 #
 # The full plan also measures journeys per second through the cluster and through the
 # single-node stack in the same run, and writes the cluster's section of
@@ -30,9 +28,8 @@ export CHARGE_RECONCILE_AFTER_SECONDS=5 SHUTDOWN_GRACE_SECONDS=10 STRIPE_TIMEOUT
 # Load from one machine: limits meant for people lifted (scripts/load-settings.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/load-settings.sh"
 
-profile="${CLUSTER_PROFILE:-release}"
-cargo build --profile "$profile" -p loadgen --locked -q
-loadgen="${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo release)/loadgen"
+cargo build --release -p loadgen --locked -q
+loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
 mkdir -p target/cluster
 
 if [ "$plan" = full ]; then

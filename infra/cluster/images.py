@@ -282,27 +282,14 @@ def nginx_image():
 
 
 def build_all(log):
-    """Every image the cluster runs.
-
-    The services are release builds, as the Dockerfile's builder stage makes them.
-    CLUSTER_PROFILE=dev puts the debug builds in the images instead, for a quick look
-    at a change without a release build. Not for the fault plans: under their load the
-    debug orders replicas miss readiness probes (one `make test` run in two here).
-    """
-    profile = os.environ.get("CLUSTER_PROFILE", "release")
-    if profile not in ("release", "dev"):
-        raise SystemExit(f"CLUSTER_PROFILE={profile}: expected release or dev")
-    log(f"building the {profile} binaries")
-    # The dev build is the workspace's, exactly as `make infra-tests` made it (the
-    # same features, so nothing is rebuilt).
-    packages = (["--workspace"] if profile == "dev"
-                else [arg for target in DEPLOYABLES for arg in ("--package", target)])
+    """Every image the cluster runs."""
+    log("building the release binaries")
     subprocess.run(
-        ["cargo", "build", "--profile", profile, "--locked", "--bins", "-q", *packages],
+        ["cargo", "build", "--release", "--locked", "--bins", "-q",
+         *[arg for target in DEPLOYABLES for arg in ("--package", target)]],
         cwd=ROOT, check=True,
     )
-    target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    binaries = os.path.join(target_dir, "debug" if profile == "dev" else "release")
+    binaries = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
     stages = dockerfile_stages()
     for target in DEPLOYABLES:
         log(f"image {image_name(target)}")
