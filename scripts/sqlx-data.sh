@@ -7,7 +7,11 @@
 #
 # Each crate checks its queries against its own database (its sqlx.toml names the
 # variable: TICKETS_DATABASE_URL, ...); `bus` against one holding only the bus
-# tables. Needs the local PostgreSQL (scripts/stack.sh start-postgres) and sqlx-cli.
+# tables. Needs the local PostgreSQL (scripts/stack.sh start-postgres).
+#
+# This does what `cargo sqlx prepare [--check]` does, without sqlx-cli (compiling it
+# took minutes of every fresh CI machine): the query macros, run online with
+# SQLX_OFFLINE_DIR set, write one query-<hash>.json per query into that directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,18 +35,50 @@ schema() {
   export "$(echo "$crate" | tr '[:lower:]' '[:upper:]')_DATABASE_URL=$ADMIN/$db"
 }
 
+# Run the query macros online, writing their data into $1: every workspace crate's
+# target roots are touched so that cargo checks them again, as sqlx-cli does.
+generate() {
+  local dir="$1"
+  mkdir -p "$dir"
+  find "$dir" -maxdepth 1 -name 'query-*.json' -delete
+  cargo metadata --no-deps --format-version 1 --locked |
+    python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        print(t["src_path"])' | xargs touch
+  SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$dir" cargo check --workspace --all-targets --locked -q
+}
+
 case "${1:-}" in
   prepare | check)
-    command -v cargo-sqlx >/dev/null || { echo "sqlx-cli is missing: make deps" >&2; exit 1; }
     for entry in "${CRATES[@]}"; do schema $entry; done
     cd "$ROOT"
-    # sqlx-cli wants one URL to check the server against; the macros use their own.
+    # Crates without a sqlx.toml of their own check against the bus tables.
     export DATABASE_URL="$BUS_DATABASE_URL"
-    if [ "$1" = check ]; then
-      cargo sqlx prepare --workspace --check -- --all-targets --locked
-    else
-      cargo sqlx prepare --workspace -- --all-targets --locked
+    if [ "$1" = prepare ]; then
+      generate "$ROOT/.sqlx"
+      echo "query data written to .sqlx/ ($(find .sqlx -name 'query-*.json' | wc -l) queries); commit it"
+      exit 0
     fi
+    fresh="$(cargo metadata --no-deps --format-version 1 --locked |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/sqlx-prepare-check"
+    generate "$fresh"
+    # Compared as JSON, so that formatting does not matter; a stale file fails too.
+    python3 - "$ROOT/.sqlx" "$fresh" <<'PY'
+import json, pathlib, sys
+committed, fresh = (pathlib.Path(d) for d in sys.argv[1:])
+def queries(d):
+    return {p.name: json.loads(p.read_text()) for p in d.glob("query-*.json")}
+old, new = queries(committed), queries(fresh)
+problems = [f"missing from .sqlx/: {n}" for n in sorted(new.keys() - old.keys())]
+problems += [f"no longer used: .sqlx/{n}" for n in sorted(old.keys() - new.keys())]
+problems += [f"differs: .sqlx/{n}" for n in sorted(new.keys() & old.keys()) if old[n] != new[n]]
+for line in problems:
+    print(f"sqlx-data check: {line}", file=sys.stderr)
+if problems:
+    sys.exit("sqlx-data check failed: run `make sqlx-prepare` and commit .sqlx/")
+print(f"sqlx-data check: .sqlx/ matches the code and migrations ({len(new)} queries)")
+PY
     ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
