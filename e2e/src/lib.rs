@@ -45,13 +45,17 @@ pub struct Stack {
 
 pub const STRIPE_KEY: &str = "sk_test_e2e";
 
-/// Short ack waits, so that redeliveries after a failure come soon.
 /// The bus settings of `service`: short redelivery waits, and its own NATS user
 /// (the server has the users of `make up`; only the tests' own tools connect
-/// anonymously, as the admin user).
+/// anonymously, as the admin user). `EVENT_BATCH` and `EVENT_CONCURRENCY`, when set,
+/// are the consumers' settings, so that a test can be run with others than the
+/// defaults (`EVENT_BATCH=32 EVENT_CONCURRENCY=2 cargo nextest run -p e2e burst`).
 fn bus(mut bus: BusConfig, service: &str) -> BusConfig {
     bus.ack_wait = Duration::from_secs(2);
     bus.nats_password = Some(common::Secret::new(testkit::test_password(service)));
+    let env = kit::config::Env::process();
+    bus.batch = env.optional("EVENT_BATCH", bus.batch).unwrap().max(1);
+    bus.concurrency = env.optional("EVENT_CONCURRENCY", bus.concurrency).unwrap();
     bus
 }
 
