@@ -69,9 +69,11 @@ pub enum Error {
     /// The request ran out of time, or the service cannot serve it now (503).
     #[error("{0}")]
     Unavailable(String),
-    /// A database query failed (500); the cause is logged, never sent. Kept apart
-    /// from [`Error::Internal`] so that a constraint violation can still be told apart
-    /// (see [`ResultExt::on_constraint`]).
+    /// A database query failed (500), or the database could not be reached (503: no
+    /// connection within the pool's timeout, the connection broke, the pool is shut
+    /// down; another replica or a retry may succeed). The cause is logged, never sent.
+    /// Kept apart from [`Error::Internal`] so that a constraint violation can still be
+    /// told apart (see [`ResultExt::on_constraint`]).
     #[cfg(feature = "sqlx")]
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
@@ -97,6 +99,8 @@ impl Error {
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             #[cfg(feature = "sqlx")]
+            Self::Database(cause) if unreachable(cause) => StatusCode::SERVICE_UNAVAILABLE,
+            #[cfg(feature = "sqlx")]
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,12 +111,29 @@ impl Error {
         let errors = match self {
             Self::Validation(fields) => fields.clone(),
             #[cfg(feature = "sqlx")]
+            Self::Database(cause) if unreachable(cause) => vec![message(UNREACHABLE)],
+            #[cfg(feature = "sqlx")]
             Self::Database(_) => vec![message("Something went wrong")],
             Self::Internal(_) => vec![message("Something went wrong")],
             other => vec![message(&other.to_string())],
         };
         ErrorBody { errors }
     }
+}
+
+/// What a client is told when the database cannot be reached: the words the ingress
+/// uses for a service without a ready replica.
+#[cfg(feature = "sqlx")]
+const UNREACHABLE: &str = "The service is unavailable; please try again";
+
+/// Whether the database could not be reached at all, as opposed to a query that
+/// failed on a working connection.
+#[cfg(feature = "sqlx")]
+fn unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
 }
 
 fn message(text: &str) -> FieldError {
@@ -201,6 +222,30 @@ mod tests {
         let body = serde_json::to_string(&error.body()).unwrap();
         assert_eq!(body, r#"{"errors":[{"message":"Something went wrong"}]}"#);
         assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[cfg(feature = "sqlx")]
+    #[test]
+    fn an_unreachable_database_is_a_503_and_a_failed_query_a_500() {
+        let broken = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        for cause in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(broken()),
+        ] {
+            let response = Error::Database(cause).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            // Logged by the middleware, as every 5xx is.
+            assert!(response.extensions().get::<Failure>().is_some());
+        }
+        let body = serde_json::to_value(Error::Database(sqlx::Error::PoolTimedOut).body());
+        assert_eq!(
+            body.unwrap(),
+            serde_json::json!({"errors": [{"message": "The service is unavailable; please try again"}]})
+        );
+        let failed = Error::Database(sqlx::Error::RowNotFound);
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(failed.body().errors[0].message, "Something went wrong");
     }
 
     #[test]
