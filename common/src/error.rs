@@ -126,14 +126,23 @@ impl Error {
 #[cfg(feature = "sqlx")]
 const UNREACHABLE: &str = "The service is unavailable; please try again";
 
-/// Whether the database could not be reached at all, as opposed to a query that
-/// failed on a working connection.
+/// Whether the database could not be reached or would not serve us now, as opposed
+/// to a query that failed on a working connection: no connection within the pool's
+/// timeout, a closed pool, a broken socket, or one of these SQLSTATEs: class 08
+/// (connection exception), class 53 (insufficient resources: too many connections,
+/// disk full), 55000 (the database does not accept connections), 57P01-57P03 (the
+/// server shut down, crashed, or is not accepting connections yet: a failover).
 #[cfg(feature = "sqlx")]
 fn unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "55000" | "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 fn message(text: &str) -> FieldError {

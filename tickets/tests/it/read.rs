@@ -159,3 +159,53 @@ async fn an_unpaged_list_is_bounded_and_links_to_the_rest() {
             .is_none_or(|l| !l.to_str().unwrap().contains("next"))
     );
 }
+
+/// A database the service cannot reach answers 503 (try again: it is not the request
+/// that is wrong, and another replica may serve it), not 500; once the database takes
+/// connections again, so does the service.
+#[tokio::test]
+async fn an_unreachable_database_answers_503_until_it_is_back() {
+    let tickets = Tickets::start_with(|config| {
+        config.database.acquire_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let (ticket, _) = tickets.new_ticket().await;
+    let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    let name = tickets.database.url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let allow = |on: bool| {
+        let statement = format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {on}");
+        let admin = &admin;
+        // The name is the test database's own, made by testkit.
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(admin)
+                .await
+                .unwrap()
+        }
+    };
+    // The database refuses new connections, and the service's are ended.
+    allow(false).await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    // The first request meets a connection the server ended (57P01), the second
+    // a server that refuses new ones.
+    for _ in 0..2 {
+        tickets
+            .server
+            .get(&path, None)
+            .await
+            .assert_error(503, "The service is unavailable; please try again");
+    }
+
+    allow(true).await;
+    assert_eq!(
+        tickets.server.get(&path, None).await.expect(200)["id"],
+        ticket["id"]
+    );
+}
