@@ -35,17 +35,23 @@ schema() {
   export "$(echo "$crate" | tr '[:lower:]' '[:upper:]')_DATABASE_URL=$ADMIN/$db"
 }
 
+# The workspace's metadata, and what the functions below read from it.
+metadata() { cargo metadata --no-deps --format-version 1 --locked; }
+target_roots() {
+  python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        print(t["src_path"])'
+}
+target_directory() { python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'; }
+
 # Run the query macros online, writing their data into $1: every workspace crate's
 # target roots are touched so that cargo checks them again, as sqlx-cli does.
 generate() {
   local dir="$1"
   mkdir -p "$dir"
   find "$dir" -maxdepth 1 -name 'query-*.json' -delete
-  cargo metadata --no-deps --format-version 1 --locked |
-    python3 -c 'import json, sys
-for p in json.load(sys.stdin)["packages"]:
-    for t in p["targets"]:
-        print(t["src_path"])' | xargs touch
+  target_roots <<<"$METADATA" | xargs touch
   SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$dir" cargo check --workspace --all-targets --locked -q
 }
 
@@ -55,13 +61,13 @@ case "${1:-}" in
     cd "$ROOT"
     # Crates without a sqlx.toml of their own check against the bus tables.
     export DATABASE_URL="$BUS_DATABASE_URL"
+    METADATA="$(metadata)"
     if [ "$1" = prepare ]; then
       generate "$ROOT/.sqlx"
       echo "query data written to .sqlx/ ($(find .sqlx -name 'query-*.json' | wc -l) queries); commit it"
       exit 0
     fi
-    fresh="$(cargo metadata --no-deps --format-version 1 --locked |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/sqlx-prepare-check"
+    fresh="$(target_directory <<<"$METADATA")/sqlx-prepare-check"
     generate "$fresh"
     # Compared as JSON, so that formatting does not matter; a stale file fails too.
     python3 - "$ROOT/.sqlx" "$fresh" <<'PY'

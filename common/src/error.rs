@@ -69,9 +69,9 @@ pub enum Error {
     /// The request ran out of time, or the service cannot serve it now (503).
     #[error("{0}")]
     Unavailable(String),
-    /// A database query failed (500), or the database could not be reached (503: no
-    /// connection within the pool's timeout, the connection broke, the pool is shut
-    /// down; another replica or a retry may succeed). The cause is logged, never sent.
+    /// A database query failed (500), or the database could not be reached or would
+    /// not serve now (503, as `unreachable` below decides: a retry, or another replica, may
+    /// succeed). The cause is logged, never sent.
     /// Kept apart from [`Error::Internal`] so that a constraint violation can still be
     /// told apart (see [`ResultExt::on_constraint`]).
     #[cfg(feature = "sqlx")]
