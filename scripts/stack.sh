@@ -30,7 +30,8 @@
 # $STACK_DIR/jwt-key), EXPIRATION_WINDOW_SECONDS, RATE_LIMITS (on; off for load tests),
 # MAX_ACTIVE_ORDERS_PER_USER, every OTEL_* (traces: README § Traces),
 # STRIPE_KEY, STRIPE_API_BASE, STRIPE_PUBLISHABLE_KEY, SESSION_TTL_SECONDS, RUST_LOG,
-# LOG_FORMAT, SHUTDOWN_GRACE_SECONDS, EVENT_BATCH, EVENT_CONCURRENCY; LOG_MAX_MB (64): the size at which a log under
+# LOG_FORMAT, SHUTDOWN_GRACE_SECONDS, EVENT_BATCH, EVENT_CONCURRENCY; PG_STATEMENT_STATS (off; on loads
+# pg_stat_statements, which loadgen lateness counts); LOG_MAX_MB (64): the size at which a log under
 # $STACK_DIR/logs is moved to <name>.log.1 and started again. `up` keeps the settings it
 # was given in $STACK_DIR/settings, and a part started later on its own runs with them.
 set -euo pipefail
@@ -205,10 +206,14 @@ start_postgres() {
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $dir/postgres.log)"
   # The default port lies in Linux's ephemeral range, so an outgoing connection may hold
   # it for a moment (PostgreSQL: "could not bind"); such a holder goes away, so retry.
+  # PG_STATEMENT_STATS=on loads pg_stat_statements, for counting what a piece of work
+  # costs in statements (loadgen lateness); off by default, as it costs every statement.
+  local extra=""
+  [ "${PG_STATEMENT_STATS:-off}" = on ] && extra=" -c shared_preload_libraries=pg_stat_statements"
   local attempt
   for attempt in 1 2 3 4 5; do
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start -o \
-      "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB" >/dev/null 2>&1 \
+      "-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c max_connections=400 -c shared_buffers=256MB$extra" >/dev/null 2>&1 \
       && return 0
     tail -n 5 "$dir/postgres.log" | grep -q "could not bind" \
       || die "PostgreSQL did not start; see $dir/postgres.log"

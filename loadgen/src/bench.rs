@@ -16,6 +16,7 @@ use sqlx::Row;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::fanout;
 use crate::journeys::{self, Kind};
 use crate::stack::{SERVICES, Stack};
 use crate::stats::{self, Recorder, histogram_of};
@@ -73,6 +74,9 @@ pub struct Results {
     pub ceilings: Vec<Throughput>,
     pub propagation: Vec<Delays>,
     pub lateness: Delays,
+    /// What one expiry cost every process; absent from runs before it was measured.
+    #[serde(default)]
+    pub expiry_cost: Option<fanout::Cost>,
     /// Absent from the results of runs before it was measured.
     #[serde(default)]
     pub backlog: Option<Backlog>,
@@ -422,7 +426,7 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
 
     quiesce(stack).await?;
     println!("bench: POST /api/orders and expiration lateness");
-    let (orders, lateness) = orders_and_lateness(stack, &http).await?;
+    let (orders, lateness, expiry_cost) = orders_and_lateness(stack, &http).await?;
     http_results.push(orders);
 
     quiesce(stack).await?;
@@ -489,6 +493,7 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Results> {
         ceilings,
         propagation,
         lateness,
+        expiry_cost,
         backlog,
         memory,
         startup_ms,
@@ -816,15 +821,28 @@ pub(crate) async fn backlog(stack: &Stack, count: usize) -> anyhow::Result<Backl
 pub(crate) async fn orders_and_lateness(
     stack: &Stack,
     http: &reqwest::Client,
-) -> anyhow::Result<(Throughput, Delays)> {
+) -> anyhow::Result<(Throughput, Delays, Option<fanout::Cost>)> {
     const COUNT: usize = 1000;
+    const IN_FLIGHT: usize = 64;
     let api = crate::client::Api::new(&stack.ingress(), Recorder::default())?;
     let seller = api
         .sign_up(&format!("seller-{}@bench.test", Uuid::new_v4().simple()))
         .await?;
-    let buyer = api
-        .sign_up(&format!("buyer-{}@bench.test", Uuid::new_v4().simple()))
-        .await?;
+    // One buyer per request in flight: a user's orders are placed one at a time (the
+    // cap on unpaid orders locks the user), so one buyer would measure that lock, not
+    // the endpoint.
+    let signing = Semaphore::new(8);
+    let buyers: Vec<String> = join_all((0..IN_FLIGHT).map(|_| {
+        let (api, signing) = (&api, &signing);
+        async move {
+            let _slot = signing.acquire().await;
+            api.sign_up(&format!("buyer-{}@bench.test", Uuid::new_v4().simple()))
+                .await
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<anyhow::Result<_>>()?;
     let slots = Semaphore::new(32);
     let tickets: Vec<String> = join_all((0..COUNT).map(|n| {
         let (api, seller, slots) = (&api, &seller, &slots);
@@ -858,10 +876,11 @@ pub(crate) async fn orders_and_lateness(
 
     let url = format!("{}/api/orders", stack.service("orders")?);
     let recorder = Recorder::default();
-    let slots = Semaphore::new(64);
+    let slots = Semaphore::new(IN_FLIGHT);
     let started = Instant::now();
-    let orders: Vec<Uuid> = join_all(tickets.iter().map(|ticket| {
-        let (http, url, buyer, recorder, slots) = (http, &url, &buyer, &recorder, &slots);
+    let orders: Vec<Uuid> = join_all(tickets.iter().enumerate().map(|(n, ticket)| {
+        let (http, url, recorder, slots) = (http, &url, &recorder, &slots);
+        let buyer = &buyers[n % IN_FLIGHT];
         async move {
             let _slot = slots.acquire().await;
             let sent = Instant::now();
@@ -886,10 +905,31 @@ pub(crate) async fn orders_and_lateness(
     let elapsed = started.elapsed();
     let ordering = recorder.summaries(elapsed).pop().context("no orders")?;
 
+    // The fan-out's cost: an idle second just before the first order comes due (the
+    // consequences of placing them long settled), then from there to the last
+    // cancellation.
+    fanout::enable(&orders_db).await?;
+    let first_due: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("/* loadgen */ SELECT min(expires_at) FROM orders WHERE id = ANY($1)")
+            .bind(&orders)
+            .fetch_one(&orders_db)
+            .await?;
+    let until_due = (first_due - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let idle_length = Duration::from_secs(1);
+    let idle = if until_due > idle_length + Duration::from_millis(300) {
+        tokio::time::sleep(until_due - idle_length - Duration::from_millis(300)).await;
+        Some(fanout::idle(&orders_db, idle_length).await?)
+    } else {
+        None
+    };
+    let expiring = fanout::snapshot(&orders_db).await?;
+
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let cancelled: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'cancelled'",
+            "/* loadgen */ SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'cancelled'",
         )
         .bind(&orders)
         .fetch_one(&orders_db)
@@ -900,8 +940,44 @@ pub(crate) async fn orders_and_lateness(
         if Instant::now() > deadline {
             bail!("only {cancelled} of {COUNT} orders expired");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each expiry's last consequences (tickets freeing the ticket, the replicas in
+    // orders and payments) follow the cancellation; wait until they are in.
+    let tickets_db = sqlx::PgPool::connect(&stack.database("tickets")).await?;
+    let payments_db = sqlx::PgPool::connect(&stack.database("payments")).await?;
+    loop {
+        let reserved: i64 = sqlx::query_scalar(
+            "/* loadgen */ SELECT count(*) FROM tickets WHERE id = ANY($1) AND order_id IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_one(&tickets_db)
+        .await?;
+        let replicated: i64 = sqlx::query_scalar(
+            "/* loadgen */ SELECT count(*) FROM tickets WHERE id = ANY($1) AND version >= 2",
+        )
+        .bind(&ids)
+        .fetch_one(&orders_db)
+        .await?;
+        let paid_side: i64 = sqlx::query_scalar(
+            "/* loadgen */ SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'cancelled'",
+        )
+        .bind(&orders)
+        .fetch_one(&payments_db)
+        .await?;
+        if reserved == 0
+            && usize::try_from(replicated).unwrap_or(0) == COUNT
+            && usize::try_from(paid_side).unwrap_or(0) == COUNT
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{reserved} tickets still reserved after every order expired");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expired = fanout::snapshot(&orders_db).await?;
+    let cost = idle.map(|idle| fanout::cost(&idle, &expiring, &expired, COUNT as u64));
     let rows = sqlx::query(
         "SELECT (extract(epoch FROM updated_at - expires_at) * 1e6)::bigint AS late,
                 (extract(epoch FROM expires_at) * 1e3)::float8 AS due
@@ -931,6 +1007,7 @@ pub(crate) async fn orders_and_lateness(
             max_ms: lateness.max_ms,
             spread_ms: spread,
         },
+        cost,
     ))
 }
 

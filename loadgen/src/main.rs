@@ -24,6 +24,7 @@ mod bench;
 mod chaos;
 mod client;
 mod cluster;
+mod fanout;
 mod invariants;
 mod journeys;
 mod report;
@@ -127,7 +128,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Lateness => {
             let http = reqwest::Client::new();
-            let (orders, late) = bench::orders_and_lateness(&stack, &http).await?;
+            let (orders, late, cost) = bench::orders_and_lateness(&stack, &http).await?;
             println!(
                 "POST /api/orders: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
                 orders.per_second, orders.p50_ms, orders.p99_ms
@@ -136,6 +137,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "expiration lateness, {} (due within {:.0} ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
                 late.name, late.spread_ms, late.p50_ms, late.p99_ms, late.max_ms
             );
+            match cost {
+                Some(cost) => cost.print("expiry"),
+                None => println!(
+                    "  (no idle second before the first order came due: cost not measured)"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Chaos { duration, rate } => {
