@@ -67,7 +67,7 @@ unit-and-integration:
 	$(STACK) with-postgres bash -c '$(STACK) clean-test-databases && cargo nextest run --workspace --locked --profile ci'
 	cargo test --doc --workspace --locked
 
-## bench: every measurement of docs/benchmarks.md, from one run (scripts/bench.sh)
+## bench: every measurement of docs/benchmarks.md, three runs (BENCH_RUNS; scripts/bench.sh)
 bench:
 	scripts/bench.sh
 

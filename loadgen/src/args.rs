@@ -115,9 +115,10 @@ pub enum Command {
     },
     /// Writes docs/benchmarks.md from bench's results.
     Report {
-        /// The results of `loadgen bench`.
+        /// The results of `loadgen bench`, one file per run, oldest first (repeat the
+        /// option for each).
         #[arg(long, default_value = "target/bench/results.json")]
-        results: PathBuf,
+        results: Vec<PathBuf>,
         /// The document to write.
         #[arg(long, default_value = "docs/benchmarks.md")]
         markdown: PathBuf,

@@ -12,7 +12,7 @@
 //! loadgen lateness                                  only bench's orders and expiration lateness
 //! loadgen backlog                                   only bench's backlog of 10,000 events
 //! loadgen propagation [--rate 1000]                 only bench's event propagation, at one rate
-//! loadgen report   --results FILE [--markdown docs/benchmarks.md]
+//! loadgen report   --results FILE [--results FILE ...] [--markdown docs/benchmarks.md]
 //! loadgen --help, loadgen <command> --help
 //! ```
 //!
@@ -262,10 +262,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { results, markdown } => {
-            let results = std::fs::read_to_string(&results)
-                .with_context(|| format!("reading {}", results.display()))?;
-            let results: bench::Results = serde_json::from_str(&results)?;
-            report::write(&results, &markdown)?;
+            let runs = results
+                .iter()
+                .map(|path| {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("parsing {}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<bench::Results>>>()?;
+            report::write(&runs, &markdown)?;
             println!("report written to {}", markdown.display());
             Ok(ExitCode::SUCCESS)
         }

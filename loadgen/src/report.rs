@@ -1,6 +1,7 @@
-//! `docs/benchmarks.md` from one bench run: the tables between its `generated` markers
-//! and the chart `docs/benchmarks.svg`; the rest of the file (the profiling notes) is
-//! left as written.
+//! `docs/benchmarks.md` from `make bench`'s runs: between its `generated` markers, the
+//! targets as each run met them, then the last run's tables, and the chart
+//! `docs/benchmarks.svg` of that run; the rest of the file (the profiling notes) is left
+//! as written.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -73,7 +74,7 @@ fn ratios(results: &Results) -> anyhow::Result<Vec<Ratio<'_>>> {
         Ratio {
             subject: ours("POST /api/orders")?,
             ceiling: ceiling("pgbench insert")?,
-            target: None,
+            target: Some(0.25),
         },
     ])
 }
@@ -169,16 +170,8 @@ fn tables(results: &Results) -> anyhow::Result<String> {
         out,
         "| load | events | p50 ms | p99 ms | max ms | target |\n|---|---:|---:|---:|---:|---|"
     )?;
-    for (p, target) in results
-        .propagation
-        .iter()
-        .zip(["p50 < 5, p99 < 25", "p99 < 100"])
-    {
-        let met = if p.name.starts_with("200") {
-            p.p50_ms < 5.0 && p.p99_ms < 25.0
-        } else {
-            p.p99_ms < 100.0
-        };
+    for p in &results.propagation {
+        let (target, met) = propagation_target(p);
         writeln!(
             out,
             "| {} | {} | {:.1} | {:.1} | {:.1} | {target}: {} |",
@@ -354,16 +347,150 @@ fn xml(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Event propagation's target at its load (200 or 1,000 tickets a second), and whether
+/// `p` met it.
+fn propagation_target(p: &crate::bench::Delays) -> (&'static str, bool) {
+    if p.name.starts_with("200") {
+        ("p50 < 5, p99 < 25", p.p50_ms < 5.0 && p.p99_ms < 25.0)
+    } else {
+        ("p99 < 100", p.p99_ms < 100.0)
+    }
+}
+
+/// One target as one run met it: the figure as written and whether it held (`None`
+/// when the run did not measure it).
+struct Verdict {
+    measure: String,
+    target: &'static str,
+    figure: String,
+    met: Option<bool>,
+}
+
+/// Every target of docs/benchmarks.md, as `results` met them.
+fn verdicts(results: &Results) -> anyhow::Result<Vec<Verdict>> {
+    let mut out = Vec::new();
+    let backlog = results.backlog.as_ref();
+    out.push(Verdict {
+        measure: "10,000 queued `ticket.created` into the orders replica".into(),
+        target: "≥ 6000/s",
+        figure: backlog.map_or("–".into(), |b| format!("{:.0}/s", b.per_second)),
+        met: backlog.map(|b| b.per_second >= 6000.0),
+    });
+    for p in &results.propagation {
+        let (target, met) = propagation_target(p);
+        out.push(Verdict {
+            measure: format!("propagation at {}, p50 / p99 ms", p.name),
+            target,
+            figure: format!("{:.1} / {:.1}", p.p50_ms, p.p99_ms),
+            met: Some(met),
+        });
+    }
+    out.push(Verdict {
+        measure: format!("{}: lateness p99", results.lateness.name),
+        target: "< 500 ms",
+        figure: format!("{:.0} ms", results.lateness.p99_ms),
+        met: Some(results.lateness.p99_ms < 500.0),
+    });
+    let cost = results.expiry_cost.as_ref();
+    out.push(Verdict {
+        measure: "CPU per expiry, all processes".into(),
+        target: "< 2 ms",
+        figure: cost.map_or("–".into(), |c| format!("{:.2} ms", c.cpu_ms)),
+        met: cost.map(|c| c.cpu_ms < 2.0),
+    });
+    let relay = backlog.and_then(|b| {
+        let atomic = find(&results.ceilings, JETSTREAM_ATOMIC).ok()?;
+        #[allow(clippy::cast_precision_loss)]
+        let relayed = b.events as f64 / b.drained_s.max(1e-3);
+        Some(relayed / atomic.per_second.max(1e-9))
+    });
+    out.push(Verdict {
+        measure: "relay: outbox → JetStream, of atomic batches".into(),
+        target: "≥ 90 %",
+        figure: relay.map_or("–".into(), |r| format!("{:.0} %", 100.0 * r)),
+        met: relay.map(|r| r >= 0.9),
+    });
+    for ratio in ratios(results)? {
+        let target = match ratio.target {
+            Some(t) if t >= 0.85 => "≥ 85 %",
+            Some(t) if t >= 0.75 => "≥ 75 %",
+            Some(t) if t >= 0.5 => "≥ 50 %",
+            Some(_) => "≥ 25 %",
+            None => continue,
+        };
+        out.push(Verdict {
+            measure: format!("`{}` / {}", ratio.subject.name, ratio.ceiling.name),
+            target,
+            figure: format!("{:.0} %", 100.0 * ratio.share()),
+            met: Some(ratio.verdict() == "met"),
+        });
+    }
+    Ok(out)
+}
+
+/// The targets, a column per run, and whether each held in every run.
+fn targets_by_run(runs: &[Results]) -> anyhow::Result<String> {
+    let per_run = runs
+        .iter()
+        .map(verdicts)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "### Targets, run by run
+
+{} consecutive runs, each on a fresh stack ({}); a target counts as held only if it held in every run.
+",
+        runs.len(),
+        runs.iter()
+            .map(|r| r.date.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    write!(out, "| measure | target |")?;
+    for n in 1..=runs.len() {
+        write!(out, " run {n} |")?;
+    }
+    writeln!(out, " held in every run |")?;
+    writeln!(out, "|---|---|{}---|", "---:|".repeat(runs.len()))?;
+    let Some(first) = per_run.first() else {
+        return Ok(out);
+    };
+    for (row, verdict) in first.iter().enumerate() {
+        write!(out, "| {} | {} |", verdict.measure, verdict.target)?;
+        let mut held = true;
+        for run in &per_run {
+            let cell = run.get(row);
+            let mark = match cell.and_then(|c| c.met) {
+                Some(true) => "",
+                Some(false) => " ✗",
+                None => " ?",
+            };
+            held &= cell.and_then(|c| c.met) == Some(true);
+            write!(out, " {}{mark} |", cell.map_or("–", |c| c.figure.as_str()))?;
+        }
+        writeln!(out, " {} |", if held { "yes" } else { "no" })?;
+    }
+    writeln!(
+        out,
+        "
+✗: missed in that run. The tables below are the last run's.
+"
+    )?;
+    Ok(out)
+}
+
 /// Fills the generated part of `markdown` (between `<!-- generated: results -->` and
-/// `<!-- end generated -->`) and writes the chart beside it.
-pub fn write(results: &Results, markdown: &Path) -> anyhow::Result<()> {
+/// `<!-- end generated -->`) from every run, and writes the last run's chart beside it.
+pub fn write(runs: &[Results], markdown: &Path) -> anyhow::Result<()> {
+    let last = runs.last().context("no results")?;
     fill(
         markdown,
         "<!-- generated: results -->\n",
         "<!-- end generated -->",
-        &tables(results)?,
+        &format!("{}{}", targets_by_run(runs)?, tables(last)?),
     )?;
-    std::fs::write(markdown.with_extension("svg"), chart(results)?)?;
+    std::fs::write(markdown.with_extension("svg"), chart(last)?)?;
     Ok(())
 }
 
