@@ -121,4 +121,4 @@ cluster-chaos:
 cluster-tests: $(VENV)/.installed
 	scripts/cluster images
 	cd infra/tests && REQUIRE_IMAGES=1 ../../$(VENV)/bin/python -m unittest -v test_cluster.Images
-	CLUSTER_CHAOS_PLAN=short scripts/cluster-chaos.sh
+	CLUSTER_CHAOS_PLAN=short CLUSTER_IMAGES_BUILT=1 scripts/cluster-chaos.sh

@@ -10,6 +10,7 @@
 #   CLUSTER_CHAOS_PLAN  full (every fault; default) or short (make test)
 #   CLUSTER_CHAOS_RATE  journeys started per second (8)
 #   CLUSTER_KEEP=1      leave the cluster running afterwards
+#   CLUSTER_IMAGES_BUILT=1  the images are current (just built): start without building
 #
 # The full plan also measures journeys per second through the cluster and through the
 # single-node stack in the same run, and writes the cluster's section of
@@ -50,7 +51,9 @@ fi
 log "a fresh cluster"
 [ "${CLUSTER_KEEP:-}" = 1 ] || trap 'scripts/cluster down >/dev/null 2>&1 || true' EXIT
 scripts/cluster down --purge
-scripts/cluster up
+# CLUSTER_IMAGES_BUILT=1 (make test, right after `scripts/cluster images`): the
+# images are current, so they are not built a second time.
+if [ "${CLUSTER_IMAGES_BUILT:-}" = 1 ]; then scripts/cluster up --no-build; else scripts/cluster up; fi
 
 args=(--plan "$plan" --rate "$rate" --out target/cluster/results.json)
 [ "$plan" = full ] && args+=(--throughput 30s)

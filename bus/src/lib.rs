@@ -37,6 +37,6 @@ pub mod tx;
 pub use cli::main;
 pub use config::BusConfig;
 pub use consumer::{Consumers, Handled, Listener, Listeners, unless_next};
-pub use outbox::{Relay, Staged, append};
+pub use outbox::{Relay, Staged, append, append_all};
 pub use service::{Backend, OnBus};
 pub use tx::{Signal, Tx};

@@ -70,6 +70,44 @@ pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
     Ok(staged.event_id)
 }
 
+/// Appends every staged event to the outbox in one statement, inside the caller's
+/// transaction, in the order given: one round trip for all of them where [`append`]
+/// takes one each (the expiration service fires due orders a batch at a time).
+pub async fn append_all(tx: &mut Tx, events: Vec<Staged>) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let count = events.len();
+    let mut ids = Vec::with_capacity(count);
+    let mut subjects = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    let mut traceparents = Vec::with_capacity(count);
+    for event in events {
+        ids.push(event.event_id);
+        subjects.push(event.subject);
+        payloads.push(event.payload);
+        traceparents.push(event.traceparent);
+    }
+    // The runtime-checked form: the macros do not take arrays with NULLs in them.
+    // The columns are those of `append`'s statement, which is checked.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, subject, payload, traceparent)
+         SELECT id, subject, payload::json, traceparent
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+              WITH ORDINALITY AS e (id, subject, payload, traceparent, n)
+         ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(&subjects)
+    .bind(&payloads)
+    .bind(&traceparents)
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("appending {count} events to the outbox"))?;
+    tx.wake_on_commit(&APPENDED);
+    Ok(())
+}
+
 /// An event ready for the outbox, for a write that inserts it in the *same statement*
 /// as the change it announces, with a data-modifying `WITH`:
 ///
@@ -86,7 +124,7 @@ pub async fn append<E: Event>(tx: &mut Tx, event: &E) -> anyhow::Result<Uuid> {
 /// a ticket: docs/benchmarks.md). Bind its fields into the statement, then give the
 /// statement to [`Staged::execute`], which runs it on a pool (never inside a
 /// transaction, whose commit would come later) and wakes the relay once it has.
-#[must_use = "the event reaches the outbox only when its statement is run with `Staged::execute`"]
+#[must_use = "the event reaches the outbox only when its statement is run with `Staged::execute`, or by `append_all`"]
 pub struct Staged {
     pub event_id: Uuid,
     pub subject: &'static str,

@@ -15,7 +15,8 @@ use bus::prune::{BUS_TABLES, Pruner};
 use bus::service::migrate as migrate_bus;
 use bus::stream::{self, Nats, STREAM, StreamSettings};
 use bus::{
-    BusConfig, Consumers, Handled, Listener, Listeners, Relay, Staged, Tx, append, unless_next,
+    BusConfig, Consumers, Handled, Listener, Listeners, Relay, Staged, Tx, append, append_all,
+    unless_next,
 };
 use common::events::{ExpirationComplete, Subject, TicketCreated, TicketUpdated};
 use common::money::Price;
@@ -219,6 +220,44 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_published() {
         .await;
     assert_eq!(bench.count("SELECT count(*) FROM outbox").await, 0);
     assert_eq!(bench.stream_messages().await, 1);
+}
+
+/// `append_all` writes many events in one statement: they are published in the order
+/// given, with the commit's wake-up alone (the relay polls once an hour), and a
+/// rollback takes all of them back.
+#[tokio::test]
+async fn events_appended_together_are_published_in_order_or_rolled_back_together() {
+    let bench = Bench::start().await;
+    let mut probe = EventProbe::subscribe(&bench.nats.url, Subject::ExpirationComplete).await;
+    bench.start_relay_woken_by_commits_only().await;
+    let staged = |ids: &[Uuid]| {
+        ids.iter()
+            .map(|&order_id| Staged::new(&ExpirationComplete { order_id }).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let (dropped, kept) = (ids(5), ids(50));
+    let mut tx = Tx::begin(&bench.pool).await.unwrap();
+    append_all(&mut tx, staged(&dropped)).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = Tx::begin(&bench.pool).await.unwrap();
+    append_all(&mut tx, Vec::new()).await.unwrap();
+    append_all(&mut tx, staged(&kept)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut published = Vec::new();
+    for _ in &kept {
+        let delivery = probe
+            .next::<ExpirationComplete>(WAIT)
+            .await
+            .expect("every committed event, woken by the commit");
+        published.push(delivery.event.order_id);
+    }
+    assert_eq!(published, kept, "in the order appended");
+    probe
+        .assert_quiet::<ExpirationComplete>(Duration::from_millis(1000))
+        .await;
+    assert_eq!(bench.stream_messages().await, 50);
 }
 
 /// The relay polls once an hour here, so only the commits' own wake-ups can get the

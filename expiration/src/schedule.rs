@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use bus::append;
-use bus::{Signal, Tx};
+use bus::{Signal, Staged, Tx, append_all};
 use common::events::ExpirationComplete;
 use common::time::Timestamp;
 use kit::telemetry::trace;
 use sqlx::PgPool;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Entries fired per transaction.
@@ -65,11 +63,15 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
     )
     .fetch_all(&mut *tx)
     .await?;
+    // The events, all appended in one statement. While traces are on, each expiry
+    // continues the trace of the order it ends, in a span that lasts until its event
+    // is in the outbox.
+    let mut events = Vec::with_capacity(fired.len());
+    let mut spans = Vec::with_capacity(fired.len());
     for entry in &fired {
         let event = ExpirationComplete {
             order_id: entry.order_id,
         };
-        // While traces are on, the expiry continues the trace of the order it ends.
         let span = match entry.traceparent.as_deref().filter(|_| trace::enabled()) {
             Some(parent) => {
                 let span = tracing::info_span!("expire", order_id = %entry.order_id);
@@ -78,8 +80,11 @@ pub async fn fire_due(pool: &PgPool) -> anyhow::Result<usize> {
             }
             None => tracing::Span::none(),
         };
-        append(&mut tx, &event).instrument(span).await?;
+        events.push(span.in_scope(|| Staged::new(&event))?);
+        spans.push(span);
     }
+    append_all(&mut tx, events).await?;
+    drop(spans);
     tx.commit().await?;
     for entry in &fired {
         metrics::histogram!("expiration_lateness_seconds").record(entry.lateness_seconds);

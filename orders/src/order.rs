@@ -201,6 +201,30 @@ impl Order {
         Ok(order)
     }
 
+    /// Cancels the order if it is still pending, in one statement that takes its lock
+    /// (as [`Order::lock`] would) and announces it with `order.cancelled`; `None` if
+    /// it had already ended (complete or cancelled) or does not exist. A transition
+    /// racing it is waited for, and the status it left is the one checked.
+    pub async fn cancel_if_pending(tx: &mut Tx, id: Uuid) -> anyhow::Result<Option<Order>> {
+        let row = sqlx::query_as!(
+            OrderRow,
+            r#"UPDATE orders SET status = 'cancelled', version = version + 1,
+                                 updated_at = clock_timestamp()
+               WHERE id = $1 AND status IN ('created', 'awaiting:payment')
+               RETURNING id, user_id, status AS "status: OrderStatus", expires_at, version,
+                         ticket_id, ticket_title, ticket_price_cents AS "ticket_price: Price",
+                         ticket_version"#,
+            id,
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(order) = row.map(Order::from) else {
+            return Ok(None);
+        };
+        append(tx, &order.cancelled_event()).await?;
+        Ok(Some(order))
+    }
+
     /// Completes a locked order (it was paid for).
     pub async fn complete(tx: &mut Tx, id: Uuid) -> sqlx::Result<Order> {
         Self::transition(tx, id, OrderStatus::Complete).await

@@ -48,6 +48,25 @@ impl TicketReplica {
         .map(drop)
     }
 
+    /// Stores this version of the ticket if it is the next one (the stored version is
+    /// one less): one statement, which takes the row's lock as [`Self::lock_version`]
+    /// would and waits for a concurrent change, whose result it then checks. Returns
+    /// whether it was stored; if not, the caller locks the version and decides.
+    pub async fn replace_if_next(&self, tx: &mut Tx) -> sqlx::Result<bool> {
+        let done = sqlx::query!(
+            "UPDATE tickets SET title = $2, price_cents = $3, version = $4,
+                                replicated_at = clock_timestamp()
+             WHERE id = $1 AND version = $4::bigint - 1",
+            self.id,
+            self.title,
+            self.price as Price,
+            self.version,
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Replaces the stored ticket with this version of it.
     pub async fn replace(&self, tx: &mut Tx) -> sqlx::Result<()> {
         sqlx::query!(

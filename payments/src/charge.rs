@@ -179,13 +179,18 @@ impl Charge {
         Ok(())
     }
 
-    /// Makes the kept charge of an order (if any) due for a refund; returns whether
-    /// there was one.
-    pub async fn refund_kept(tx: &mut Tx, order_id: Uuid) -> sqlx::Result<bool> {
+    /// Cancels the replica's order (locked by the caller) at `version` and makes the
+    /// charge it kept, if any, due for a refund: one statement, one round trip.
+    /// Returns whether a refund became due.
+    pub async fn cancel_order(tx: &mut Tx, order_id: Uuid, version: i64) -> sqlx::Result<bool> {
         let due = sqlx::query!(
-            "UPDATE charges SET refund_due_at = clock_timestamp(), updated_at = clock_timestamp()
+            "WITH cancelled AS (
+                 UPDATE orders SET status = 'cancelled', version = $2 WHERE id = $1
+             )
+             UPDATE charges SET refund_due_at = clock_timestamp(), updated_at = clock_timestamp()
              WHERE order_id = $1 AND status = 'completed' AND refund_due_at IS NULL",
             order_id,
+            version,
         )
         .execute(&mut **tx)
         .await?

@@ -54,15 +54,4 @@ impl OrderReplica {
         .fetch_optional(db)
         .await
     }
-
-    pub async fn mark_cancelled(tx: &mut Tx, id: Uuid, version: i64) -> sqlx::Result<()> {
-        sqlx::query!(
-            "UPDATE orders SET status = 'cancelled', version = $2 WHERE id = $1",
-            id,
-            version
-        )
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-    }
 }

@@ -13,11 +13,15 @@ impl Listener for ExpirationCompleteListener {
     type Event = ExpirationComplete;
 
     async fn handle(&self, tx: &mut Tx, event: ExpirationComplete) -> anyhow::Result<Handled> {
-        let order = Order::lock(tx, event.order_id)
+        // The usual case in one statement; only when nothing was pending is the order
+        // looked up, to tell an ended order from an unknown one.
+        if Order::cancel_if_pending(tx, event.order_id)
             .await?
-            .with_context(|| format!("expiration of unknown order {}", event.order_id))?;
-        if order.status.is_pending() {
-            Order::cancel(tx, order.id).await?;
+            .is_none()
+        {
+            Order::find(&mut **tx, event.order_id)
+                .await?
+                .with_context(|| format!("expiration of unknown order {}", event.order_id))?;
         }
         Ok(Handled::Done)
     }

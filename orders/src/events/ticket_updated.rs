@@ -12,16 +12,21 @@ impl Listener for TicketUpdatedListener {
     type Event = TicketUpdated;
 
     async fn handle(&self, tx: &mut Tx, ticket: TicketUpdated) -> anyhow::Result<Handled> {
-        let version = TicketReplica::lock_version(tx, ticket.id).await?;
-        if let Some(answer) = unless_next(version, ticket.version) {
-            return Ok(answer);
-        }
         let replica = TicketReplica {
             id: ticket.id,
             title: ticket.title,
             price: ticket.price,
             version: ticket.version,
         };
+        // The usual case, the next version, in one statement.
+        if replica.replace_if_next(tx).await? {
+            return Ok(Handled::Done);
+        }
+        let version = TicketReplica::lock_version(tx, replica.id).await?;
+        if let Some(answer) = unless_next(version, replica.version) {
+            return Ok(answer);
+        }
+        // It became the next one between the two statements.
         replica.replace(tx).await?;
         Ok(Handled::Done)
     }

@@ -101,3 +101,49 @@ async fn an_order_keeps_the_price_it_was_created_with() {
         json!({"id": ticket.id, "title": "repriced", "price": 45.5, "version": 1})
     );
 }
+
+/// The one-statement update of the replica (`replace_if_next`) racing itself: six
+/// versions of each of 20 tickets published back to back, so that the deliveries of
+/// one ticket's versions are handled at the same time (`EVENT_CONCURRENCY`) and either
+/// wait on each other's row lock or find the version not yet there; then every version
+/// again (duplicates, newest first). Each replica ends at the last version with that
+/// version's values, which only versions applied one after another in order can give.
+#[tokio::test]
+async fn versions_of_one_ticket_handled_at_once_apply_in_order() {
+    const TICKETS: usize = 20;
+    const VERSIONS: i64 = 6;
+    let orders = Orders::start().await;
+    let mut tickets = Vec::new();
+    for _ in 0..TICKETS {
+        tickets.push(orders.ticket(100).await);
+    }
+    for version in 1..=VERSIONS {
+        for ticket in &tickets {
+            let event = updated(ticket, version, &format!("v{version}"), 100 + version);
+            orders.publish(&event).await;
+        }
+    }
+    for version in (1..=VERSIONS).rev() {
+        for ticket in &tickets {
+            let event = updated(ticket, version, "replayed", 9999);
+            orders.publish(&event).await;
+        }
+    }
+    for ticket in &tickets {
+        orders.wait_for_replica(ticket.id, VERSIONS).await;
+    }
+    settled(
+        &orders.nats.url,
+        orders::Config::NAME,
+        &[Subject::TicketUpdated],
+    )
+    .await;
+    for ticket in &tickets {
+        assert_eq!(
+            orders.replica(ticket.id).await,
+            Some((VERSIONS, format!("v{VERSIONS}"), 100 + VERSIONS)),
+            "ticket {}",
+            ticket.id
+        );
+    }
+}

@@ -18,8 +18,7 @@ impl Listener for OrderCancelledListener {
         if let Some(answer) = unless_next(order.map(|order| order.version), event.version) {
             return Ok(answer);
         }
-        OrderReplica::mark_cancelled(tx, event.id, event.version).await?;
-        if Charge::refund_kept(tx, event.id).await? {
+        if Charge::cancel_order(tx, event.id, event.version).await? {
             tracing::info!(order_id = %event.id, "the cancelled order was paid: its refund is due");
         }
         Ok(Handled::Done)
