@@ -245,14 +245,21 @@ struct Hello(std::process::Child, u16);
 
 impl Hello {
     fn start(stack: &Stack) -> anyhow::Result<Self> {
-        let port = 39_000 + u16::try_from(std::process::id() % 900).unwrap_or(0);
+        // A port the kernel has just found free: a fixed one may be held by any
+        // outgoing connection's ephemeral port (it was, once: "Address already in use").
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
         let binary = stack.root().join("target/release/hello");
-        let child = Command::new(&binary)
+        let mut child = Command::new(&binary)
             .arg(port.to_string())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         std::thread::sleep(Duration::from_millis(300));
+        if let Some(status) = child.try_wait()? {
+            bail!("{} exited at once ({status}) on port {port}", binary.display());
+        }
         Ok(Self(child, port))
     }
 }
