@@ -258,7 +258,10 @@ impl Hello {
             .with_context(|| format!("starting {}", binary.display()))?;
         std::thread::sleep(Duration::from_millis(300));
         if let Some(status) = child.try_wait()? {
-            bail!("{} exited at once ({status}) on port {port}", binary.display());
+            bail!(
+                "{} exited at once ({status}) on port {port}",
+                binary.display()
+            );
         }
         Ok(Self(child, port))
     }
