@@ -56,6 +56,11 @@ pub struct Backlog {
     pub replicated_s: f64,
     /// `events` / `replicated_s`.
     pub per_second: f64,
+    /// The relay's own rate: the events it published after it first deleted a batch,
+    /// over the time from then until the outbox was empty (its poll's wait left out).
+    /// Absent from runs before it was measured.
+    #[serde(default)]
+    pub relay_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -781,11 +786,16 @@ pub(crate) async fn backlog(stack: &Stack, count: usize) -> anyhow::Result<Backl
     .await
     .context("writing the backlog")?;
     let deadline = Instant::now() + Duration::from_secs(300);
+    // When the relay first deleted a published batch, and how many were left then.
+    let mut started: Option<(chrono::DateTime<chrono::Utc>, i64)> = None;
     let drained = loop {
         let (left, at): (i64, chrono::DateTime<chrono::Utc>) =
             sqlx::query_as("SELECT count(*), clock_timestamp() FROM outbox")
                 .fetch_one(&tickets)
                 .await?;
+        if started.is_none() && left < count as i64 {
+            started = Some((at, left));
+        }
         if left == 0 {
             break at;
         }
@@ -822,6 +832,9 @@ pub(crate) async fn backlog(stack: &Stack, count: usize) -> anyhow::Result<Backl
         drained_s: seconds(committed, drained),
         replicated_s,
         per_second: count as f64 / replicated_s.max(1e-3),
+        relay_per_second: started
+            .filter(|(at, left)| *left > 0 && *at < drained)
+            .map(|(at, left)| left as f64 / seconds(at, drained)),
     })
 }
 

@@ -116,6 +116,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "backlog of {} ticket.created: outbox drained after {:.2} s; orders replica first to last {:.2} s, {:.0}/s",
                 backlog.events, backlog.drained_s, backlog.replicated_s, backlog.per_second
             );
+            if let Some(relay) = backlog.relay_per_second {
+                println!("  the relay, from its first published batch to the last: {relay:.0}/s");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Propagation { rate } => {
